@@ -1,0 +1,127 @@
+"""`cato-backend` command line: serve, emulate, profile, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from .config import Config, default_config, load_config
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 = any free)")
+    p.add_argument("--config", help="YAML/JSON config file (default: the embedded default)")
+    p.add_argument("--engine", choices=["vllm", "emulated"],
+                   help="engine for every model's replicas (overrides the config)")
+    p.add_argument("--replicas", type=int, help="replicas per model (overrides the config)")
+    p.add_argument("--policy", choices=["cato", "round_robin", "p2c", "least_loaded"],
+                   help="router policy (overrides the config)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    config = load_config(args.config) if args.config else default_config()
+    data = config.model_dump(mode="json")
+    if args.host is not None:
+        data["host"] = args.host
+    if args.port is not None:
+        data["port"] = args.port
+    if args.policy:
+        data["router"]["policy"] = args.policy
+    for m in data["models"].values():
+        if args.engine:
+            if m["engine"] == "static":
+                raise SystemExit("--engine cannot change a static model's engine")
+            m["engine"] = args.engine
+        if args.replicas is not None:
+            if args.replicas < 0:
+                raise SystemExit("--replicas must be at least 0")
+            m["replicas"] = args.replicas
+    return Config.model_validate(data)
+
+
+async def _serve(config: Config) -> None:
+    from .backend import Backend
+    from .server import start_server
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    backend = Backend(config, log=log)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    engines = ", ".join(f"{n}: {m.replicas if m.engine != 'static' else len(m.urls)} x "
+                        f"{m.engine}{' (EMULATED engine: load-testing only)' if m.engine == 'emulated' else ''}"
+                        for n, m in config.models.items())
+    log(f"cato-backend: starting replicas ({engines}); router {config.router.policy}")
+    runner, port = await start_server(backend, config.host, config.port)
+    log(f"cato-backend: listening on http://{config.host}:{port} "
+        f"(GET /v1/status for replica states)")
+    try:
+        await stop.wait()
+    finally:
+        log("cato-backend: shutting down, stopping replicas")
+        await runner.cleanup()
+        await backend.stop()
+        log("cato-backend: stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cato-backend", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p_serve = sub.add_parser("serve", help="run the backend")
+    _serve_args(p_serve)
+
+    p_emu = sub.add_parser("emulate", help="run an EMULATED engine (load testing only)")
+    p_emu.add_argument("--host", default="127.0.0.1")
+    p_emu.add_argument("--port", type=int, default=8100)
+    p_emu.add_argument("--profile", default="smollm2-135m-instruct.cpu-2core.json")
+    p_emu.add_argument("--model", default="SmolLM2-135M-Instruct")
+    p_emu.add_argument("--max-batch", type=int, default=256)
+
+    p_prof = sub.add_parser("profile", help="measure a running engine into profiles/*.json "
+                            "(cato-backend profile --help)", add_help=False)
+    p_prof.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p_demo = sub.add_parser("demo", help="start the backend, send one task of each kind, "
+                            "print a table, stop")
+    p_demo.add_argument("--engine", choices=["vllm", "emulated"], default="vllm")
+    p_demo.add_argument("--config")
+
+    args = parser.parse_args(argv)
+    if args.cmd == "serve":
+        try:
+            config = config_from_args(args)
+        except (ValueError, OSError) as e:
+            print(f"cato-backend: bad configuration: {e}", file=sys.stderr)
+            return 2
+        asyncio.run(_serve(config))
+        return 0
+    if args.cmd == "emulate":
+        from .backend import resolve_profile_path
+        from .emulator import run_emulator
+
+        run_emulator(args.host, args.port, resolve_profile_path(args.profile), args.model,
+                     args.max_batch)
+        return 0
+    if args.cmd == "profile":
+        from . import profile_measure
+
+        prof = argparse.ArgumentParser(prog="cato-backend profile",
+                                       description="measure a running engine")
+        profile_measure.add_arguments(prof)
+        return profile_measure.main(prof.parse_args(args.rest))
+    if args.cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.engine, args.config)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

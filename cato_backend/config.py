@@ -1,0 +1,138 @@
+"""The backend's configuration file (YAML or JSON), one pydantic schema.
+
+With no file the embedded default runs: one local vLLM-CPU replica of the packaged
+SmolLM2-135M-Instruct serving all four kinds. Command-line flags override the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .kinds import TaskKind
+
+Engine = Literal["vllm", "emulated", "static"]
+
+DEFAULT_PROFILE = "smollm2-135m-instruct.cpu-2core.json"
+
+# Default SLAs. The paper's values are unknown; these are our assumptions for an editor:
+# - completion: ghost text must appear within a typing pause (~0.5 s TTFT);
+# - generation: the developer asked and waits, but expects the first line fast (1.5 s TTFT);
+# - translation: applied as one edit; 512 tokens at the CPU replica's ~60 tokens/s plus a
+#   possible repair call fits in 20 s;
+# - summarization: a docstring of up to 128 tokens; 8 s end to end.
+DEFAULT_SLA_MS = {
+    TaskKind.COMPLETION: 500.0,
+    TaskKind.GENERATION: 1500.0,
+    TaskKind.TRANSLATION: 20000.0,
+    TaskKind.SUMMARIZATION: 8000.0,
+}
+DEFAULT_MAX_TOKENS = {
+    TaskKind.COMPLETION: 48,
+    TaskKind.GENERATION: 256,
+    TaskKind.TRANSLATION: 512,
+    TaskKind.SUMMARIZATION: 128,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    served_name: str = Field(description="model name sent to the engine")
+    engine: Engine = "vllm"
+    path: str | None = Field(default=None, description="HF model dir for vllm; None = packaged")
+    profile: str = Field(default=DEFAULT_PROFILE, description="file in profiles/ or a path")
+    replicas: int = Field(default=1, ge=0)
+    max_in_flight: int = Field(default=8, ge=1, description="requests on a replica at once")
+    urls: list[str] = Field(default_factory=list, description="static engine: replica URLs")
+    max_model_len: int | None = Field(default=None, gt=0)
+    # How a fill-in-the-middle prompt is written for this model. SmolLM2 has no FIM tokens, so
+    # the default continues the prefix; StarCoder2 would use
+    # "<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>".
+    fim_template: str = "{prefix}"
+    cores_per_replica: int | None = Field(default=None, ge=1)
+    engine_args: list[str] = Field(default_factory=list, description="extra engine arguments")
+
+    @model_validator(mode="after")
+    def _static_needs_urls(self) -> ModelConfig:
+        if self.engine == "static" and not self.urls:
+            raise ValueError("a static engine needs at least one URL in `urls`")
+        return self
+
+
+class KindConfig(_Strict):
+    model: str
+    sla_ms: float = Field(gt=0)
+    max_tokens: int = Field(gt=0)
+
+
+class RouterConfig(_Strict):
+    policy: Literal["cato", "round_robin", "p2c", "least_loaded"] = "cato"
+    seed: int = 0
+
+
+class QueueConfig(_Strict):
+    live_per_violated: int = Field(default=3, ge=1, description="see queues.py")
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    min_sla_ms: float = Field(default=10.0, gt=0)
+    max_sla_ms: float = Field(default=600_000.0, gt=0)
+    max_tokens: int = Field(default=4096, gt=0)
+    # How long a task may wait for any replica to become ready before it gets an error.
+    no_replica_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class TimeoutsConfig(_Strict):
+    connect_s: float = Field(default=5.0, gt=0)
+    first_token_s: float = Field(default=120.0, gt=0)
+    idle_s: float = Field(default=60.0, gt=0)
+    replica_start_s: float = Field(default=600.0, gt=0)
+    health_interval_s: float = Field(default=2.0, gt=0)
+
+
+class Config(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    models: dict[str, ModelConfig]
+    kinds: dict[TaskKind, KindConfig]
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    auth_file: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        missing = [k.value for k in TaskKind if k not in self.kinds]
+        if missing:
+            raise ValueError(f"kinds without a configuration: {missing}")
+        for kind, kc in self.kinds.items():
+            if kc.model not in self.models:
+                raise ValueError(f"kind {kind.value} uses unknown model {kc.model!r}")
+        return self
+
+
+def default_config() -> Config:
+    return Config(
+        models={"smollm2": ModelConfig(served_name="SmolLM2-135M-Instruct")},
+        kinds={
+            k: KindConfig(model="smollm2", sla_ms=DEFAULT_SLA_MS[k], max_tokens=DEFAULT_MAX_TOKENS[k])
+            for k in TaskKind
+        },
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    base = default_config().model_dump(mode="json")
+    # A file may give only what it changes; top-level sections replace the defaults' ones.
+    return Config.model_validate({**base, **data})

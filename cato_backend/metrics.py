@@ -1,0 +1,86 @@
+"""Prometheus metrics (names start with `cato_`) and the goodput the status page shows.
+
+Task outcomes and latencies are recorded as they happen; pool state (queue lengths, replica
+states) is read at scrape time by a collector, so there is no gauge to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as _Counter
+from typing import Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .kinds import TaskKind
+from .pool import Pool, ReplicaState
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 12, 20, 30, 60)
+OUTCOMES = ("met", "violated", "error", "cancelled")
+
+
+class Metrics:
+    def __init__(self, pools: Mapping[str, Pool]) -> None:
+        self.registry = CollectorRegistry()
+        self.tasks = Counter("cato_tasks", "Tasks by kind and outcome (met / violated its SLA, "
+                             "error, cancelled)", ["kind", "outcome"], registry=self.registry)
+        self.ttft = Histogram("cato_ttft_seconds", "Time to first token of a task",
+                              ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.e2e = Histogram("cato_e2e_seconds", "End-to-end time of a task",
+                             ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.outcomes: _Counter[tuple[str, str]] = _Counter()
+        self.registry.register(_PoolCollector(pools, self))
+
+    def record(self, kind: str, outcome: str, ttft_s: float | None = None,
+               e2e_s: float | None = None) -> None:
+        self.tasks.labels(kind, outcome).inc()
+        self.outcomes[(kind, outcome)] += 1
+        if ttft_s is not None:
+            self.ttft.labels(kind).observe(ttft_s)
+        if e2e_s is not None:
+            self.e2e.labels(kind).observe(e2e_s)
+
+    def goodput(self) -> dict[str, dict[str, float | int | None]]:
+        """Per kind: share of finished tasks (met + violated + error) that met their SLA.
+        Cancelled tasks are neither good nor bad: the developer moved on."""
+        out: dict[str, dict[str, float | int | None]] = {}
+        for kind in [k.value for k in TaskKind]:
+            met = self.outcomes[(kind, "met")]
+            total = met + self.outcomes[(kind, "violated")] + self.outcomes[(kind, "error")]
+            out[kind] = {"goodput": met / total if total else None, "met": met, "total": total,
+                         "cancelled": self.outcomes[(kind, "cancelled")]}
+        return out
+
+
+class _PoolCollector:
+    def __init__(self, pools: Mapping[str, Pool], metrics: Metrics) -> None:
+        self.pools = pools
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        queue = GaugeMetricFamily("cato_queue_length", "Requests waiting in a replica's queue",
+                                  labels=["model", "replica"])
+        running = GaugeMetricFamily("cato_running_requests", "Requests running on a replica",
+                                    labels=["model", "replica"])
+        state = GaugeMetricFamily("cato_replica_state", "1 for the replica's current state",
+                                  labels=["model", "replica", "state"])
+        pending = GaugeMetricFamily("cato_pending_requests", "Requests waiting for any replica "
+                                    "to become ready", labels=["model"])
+        decisions = CounterMetricFamily("cato_router_decisions", "Router decisions by the "
+                                        "priority they gave (0 violated, 1 at risk, 2 on time)",
+                                        labels=["model", "priority"])
+        for model, pool in self.pools.items():
+            pending.add_metric([model], len(pool.pending))
+            for prio, n in enumerate(pool.decisions_by_priority):
+                decisions.add_metric([model, str(prio)], n)
+            for r in pool.replicas:
+                queue.add_metric([model, r.id], len(r.queue))
+                running.add_metric([model, r.id], len(r.running))
+                for s in ReplicaState:
+                    state.add_metric([model, r.id, s.value], float(r.state is s))
+        goodput = GaugeMetricFamily("cato_goodput_ratio", "Share of finished tasks that met "
+                                    "their SLA", labels=["kind"])
+        for kind, g in self.metrics.goodput().items():
+            if g["goodput"] is not None:
+                goodput.add_metric([kind], g["goodput"])
+        return [queue, running, state, pending, decisions, goodput]
