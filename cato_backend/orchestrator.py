@@ -221,9 +221,13 @@ class Orchestrator:
                 result = await self._call_replica(run, node, req, node_req, excluded)
                 break
             except ReplicaError as e:
-                if e.started or attempt == MAX_ATTEMPTS - 1 or e.kind == "http" and (e.status or 500) < 500:
+                excluded = excluded | {getattr(e, "replica_id", "")}
+                pool = self.pools[task.model]
+                retry = (not e.started and attempt < MAX_ATTEMPTS - 1
+                         and not (e.kind == "http" and (e.status or 500) < 500)  # our request's fault
+                         and any(r.routable and r.id not in excluded for r in pool.replicas))
+                if not retry:
                     raise TaskError(f"replica failed during {node.name}: {e}", e.status or 502) from e
-                excluded = excluded | {e.replica_id} if getattr(e, "replica_id", None) else excluded
         run.outputs[node.name] = result.text
         run.replica = result.replica.id
         run.timings.append(result.timing)

@@ -50,8 +50,8 @@ async def _json_body(request: web.Request) -> Any:
 async def errors_as_json(request: web.Request, handler):
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as e:
-        return _error(413, f"body too large: limit is {e.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body too large: limit is {request.app[BACKEND].config.limits.max_body_bytes} bytes")
     except web.HTTPException as e:
         if e.content_type == "application/json":
             raise
