@@ -64,7 +64,9 @@ class TaskGraph:
     def critical_path(self, weights: Mapping[str, float]) -> list[str]:
         """The longest weighted path from a source to a sink, in execution order."""
         finish = self.finish_offsets(weights)
-        path = [max(self.nodes, key=lambda n: (finish[n.name], -self.nodes.index(n))).name]
+        # On a tie the node listed last: a zero-weight successor of the longest path's end
+        # ties with it and comes later, so the path always ends at a sink.
+        path = [max(self.nodes, key=lambda n: (finish[n.name], self.nodes.index(n))).name]
         while deps := self.node(path[-1]).deps:
             path.append(max(deps, key=lambda d: finish[d]))
         return path[::-1]

@@ -51,8 +51,13 @@ class OnlineProfile:
 
     def step_s_array(self, batch: np.ndarray) -> np.ndarray:
         """Decode step time for many batch sizes at once (the router's hot path)."""
+        batch = np.asarray(batch)
         idx = np.clip(batch, 1, len(self._step_table_s) - 1)
-        return self._step_table_s[idx] * self.decode_factor
+        steps = self._step_table_s[idx]
+        beyond = batch >= len(self._step_table_s)  # past the table: extrapolate, as step_s does
+        if beyond.any():
+            steps = np.where(beyond, self.base.decode_step_ms_array(batch) / 1000.0, steps)
+        return steps * self.decode_factor
 
     def service_s(self, prompt_tokens: int, output_tokens: int, batch: int = 1) -> float:
         return self.ttft_s(prompt_tokens) + max(0, output_tokens - 1) * self.step_s(batch)

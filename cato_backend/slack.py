@@ -9,6 +9,7 @@ path get deadlines on the same proportional scale.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -34,10 +35,10 @@ class SlackPlan:
 
 
 def allocate_slack(graph: TaskGraph, baselines_s: Mapping[str, float], sla_s: float) -> SlackPlan:
-    if sla_s <= 0:
-        raise ValueError("the SLA must be positive")
-    if any(b < 0 for b in baselines_s.values()):
-        raise ValueError("baselines must not be negative")
+    if not (0 < sla_s < math.inf):  # also rejects NaN, which every comparison lets through
+        raise ValueError(f"the SLA must be positive and finite, got {sla_s}")
+    if not all(0 <= b < math.inf for b in baselines_s.values()):
+        raise ValueError("baselines must be finite and not negative")
     finish = graph.finish_offsets(baselines_s)
     path = graph.critical_path(baselines_s)
     length = finish[path[-1]]

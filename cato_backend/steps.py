@@ -25,13 +25,18 @@ def gather_context(context: str, budget_tokens: int = CONTEXT_BUDGET_TOKENS) -> 
     budget = int(budget_tokens * CHARS_PER_TOKEN)
     lines = context.splitlines()
     imports = [ln for ln in lines if re.match(r"\s*(import|from\s+\S+\s+import|#include|use|using)\b", ln)]
-    head = "\n".join(imports)[: budget // 4]
+    import_set = set(imports)  # a list here made a context of many imports quadratic
+    head = "\n".join(imports)
+    if len(head) > budget // 4:  # whole import lines only: half an import is noise
+        head = head[: budget // 4 + 1].rpartition("\n")[0]
     tail: list[str] = []
     size = len(head)
     for ln in reversed(lines):
-        if ln in imports:
+        if ln in import_set:
             continue
         if size + len(ln) + 1 > budget:
+            if not tail and (room := budget - size - 1) > 0:  # a long cursor line: keep its end
+                tail.append(ln[-room:])
             break
         tail.append(ln)
         size += len(ln) + 1
@@ -58,20 +63,24 @@ def extract_code(text: str) -> str:
 
 def validate(code: str, language: str) -> Validation:
     lang = language.strip().lower()
+    if not code.strip():  # before the parsers: an empty module is valid Python
+        return Validation(False, True, "empty answer")
     if lang in ("python", "py", "python3"):
         try:
             ast.parse(code)
         except SyntaxError as e:
             return Validation(False, True, f"SyntaxError: {e.msg} (line {e.lineno})")
+        except (ValueError, RecursionError, MemoryError) as e:  # e.g. a degenerate `-----...1`
+            return Validation(False, True, f"does not parse as Python: {type(e).__name__}")
         return Validation(True, True, "parses as Python")
     if lang == "json":
         try:
             json.loads(code)
         except json.JSONDecodeError as e:
             return Validation(False, True, f"JSON error: {e.msg} (line {e.lineno})")
+        except RecursionError:
+            return Validation(False, True, "JSON error: nested too deeply")
         return Validation(True, True, "parses as JSON")
-    if not code.strip():
-        return Validation(False, True, "empty answer")
     return Validation(True, False, f"no parser for {language}; not checked")
 
 
