@@ -6,11 +6,12 @@ SmolLM2-135M-Instruct serving all four kinds. Command-line flags override the fi
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .kinds import TaskKind
 
@@ -57,6 +58,15 @@ class ModelConfig(_Strict):
     fim_template: str = "{prefix}"
     cores_per_replica: int | None = Field(default=None, ge=1)
     engine_args: list[str] = Field(default_factory=list, description="extra engine arguments")
+
+    @field_validator("fim_template")
+    @classmethod
+    def _fim_fields(cls, template: str) -> str:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        if "prefix" not in fields or not fields <= {"prefix", "suffix"}:
+            raise ValueError("fim_template must use {prefix}, may use {suffix}, and nothing "
+                             "else in braces (write literal braces as {{ }})")
+        return template
 
     @model_validator(mode="after")
     def _static_needs_urls(self) -> ModelConfig:
@@ -110,6 +120,8 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        if self.limits.min_sla_ms > self.limits.max_sla_ms:
+            raise ValueError("limits.min_sla_ms is above limits.max_sla_ms")
         missing = [k.value for k in TaskKind if k not in self.kinds]
         if missing:
             raise ValueError(f"kinds without a configuration: {missing}")
@@ -133,6 +145,21 @@ def load_config(path: str | Path) -> Config:
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
-    base = default_config().model_dump(mode="json")
-    # A file may give only what it changes; top-level sections replace the defaults' ones.
-    return Config.model_validate({**base, **data})
+    return Config.model_validate(merge_over_defaults(data))
+
+
+def merge_over_defaults(data: dict) -> dict:
+    """A file gives only what it changes. Sections merge key by key (so one kind's SLA can be
+    changed alone), except `models`, which replaces the default pool: a file that names its
+    own models must not also start the default vLLM replica."""
+    merged = default_config().model_dump(mode="json")
+    for key, value in data.items():
+        old = merged.get(key)
+        if key == "kinds" and isinstance(value, dict) and isinstance(old, dict):
+            merged[key] = {k: {**old.get(k, {}), **v} if isinstance(v, dict) else v
+                           for k, v in {**old, **value}.items()}
+        elif key != "models" and isinstance(value, dict) and isinstance(old, dict):
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = value
+    return merged

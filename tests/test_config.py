@@ -137,3 +137,35 @@ def test_non_positive_sla_or_token_budget_is_rejected(field, value):
 def test_a_file_that_is_not_a_mapping_is_rejected(tmp_path, text):
     with pytest.raises(ValueError, match="expected a mapping at the top level"):
         load_config(write(tmp_path, text))
+
+
+def test_a_file_can_change_one_kinds_sla_alone(tmp_path):
+    from cato_backend.config import DEFAULT_MAX_TOKENS, load_config
+    from cato_backend.kinds import TaskKind
+
+    f = tmp_path / "c.yaml"
+    f.write_text("kinds:\n  completion: {sla_ms: 250}\n")
+    c = load_config(f)
+    assert c.kinds[TaskKind.COMPLETION].sla_ms == 250
+    assert c.kinds[TaskKind.COMPLETION].max_tokens == DEFAULT_MAX_TOKENS[TaskKind.COMPLETION]
+    assert c.kinds[TaskKind.TRANSLATION].sla_ms == 20000
+
+
+def test_fim_template_with_unknown_fields_is_rejected():
+    import pytest
+    from pydantic import ValidationError
+
+    from cato_backend.config import ModelConfig
+
+    with pytest.raises(ValidationError, match="fim_template"):
+        ModelConfig(served_name="m", fim_template="<pre>{prefix}{cursor}")
+    assert ModelConfig(served_name="m", fim_template="{{x}}{prefix}{suffix}").fim_template
+
+
+def test_examples_load():
+    from pathlib import Path
+
+    from cato_backend.config import load_config
+
+    for f in sorted((Path(__file__).parent.parent / "examples").glob("*.yaml")):
+        assert load_config(f).models, f
