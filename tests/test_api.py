@@ -337,3 +337,26 @@ async def test_no_replica_ready_answers_503_instead_of_hanging(fast_profile_path
         assert "no replica" in events[-1]["message"]
     finally:
         await stop_backend(rb)
+
+
+async def test_each_kind_is_served_by_its_own_model_pool(fast_profile_path):
+    from cato_backend.config import Config, default_config
+
+    data = default_config().model_dump(mode="json")
+    pool = {"served_name": "SmolLM2-135M-Instruct", "engine": "emulated", "replicas": 1,
+            "profile": str(fast_profile_path)}
+    data["models"] = {"fim": pool, "chat": pool}
+    for kind in data["kinds"]:
+        data["kinds"][kind]["model"] = "fim" if kind in ("completion", "generation") else "chat"
+    rb = await start_backend(Config.model_validate(data))
+    try:
+        await rb.wait_ready(2)
+        async with aiohttp.ClientSession() as s:
+            for kind, body in SAMPLES.items():
+                done = (await sse_events(s, rb.url + "/v1/tasks", body))[-1]
+                expected = "fim-0" if kind in ("completion", "generation") else "chat-0"
+                assert done["replica"] == expected, (kind, done["replica"])
+        assert [r.served for r in rb.backend.pools["fim"].replicas] == [2]
+        assert [r.served for r in rb.backend.pools["chat"].replicas] == [2]
+    finally:
+        await stop_backend(rb)
