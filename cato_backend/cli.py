@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p_emu.add_argument("--model", default="SmolLM2-135M-Instruct")
     p_emu.add_argument("--max-batch", type=int, default=256)
 
-    p_prof = sub.add_parser("profile", help="measure a running engine into profiles/*.json "
-                            "(cato-backend profile --help)", add_help=False)
-    p_prof.add_argument("rest", nargs=argparse.REMAINDER)
+    p_prof = sub.add_parser("profile", help="measure a running engine into profiles/*.json")
+    from . import profile_measure  # light: aiohttp and the profile schema only
+
+    profile_measure.add_arguments(p_prof)
 
     p_demo = sub.add_parser("demo", help="start the backend, send one task of each kind, "
                             "print a table, stop")
@@ -110,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.max_batch)
         return 0
     if args.cmd == "profile":
-        from . import profile_measure
-
-        prof = argparse.ArgumentParser(prog="cato-backend profile",
-                                       description="measure a running engine")
-        profile_measure.add_arguments(prof)
-        return profile_measure.main(prof.parse_args(args.rest))
+        return profile_measure.main(args)
     if args.cmd == "demo":
         from .demo import run_demo
 
