@@ -1,0 +1,112 @@
+"""`cato-bench` command line: `overhead` (backend overhead on TTFT) and `router` (router
+decision time). Each writes <out>/<name>.json and <out>/<name>.md and prints the table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import DEFAULT_OUT
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def _common(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="directory for the results (default: bench/results)")
+    p.add_argument("--name", default=name, help=f"result file stem (default: {name})")
+    p.add_argument("--profile", default=None,
+                   help="engine profile (file in profiles/ or a path); default: the measured "
+                        "SmolLM2 CPU profile, or a constructed stand-in when it is missing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cato-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("overhead", help="backend overhead on TTFT vs the engine directly "
+                       "(EMULATED engine and backend as subprocesses, loopback)")
+    _common(p, "overhead")
+    p.add_argument("--concurrency", type=_ints, default=[1, 10, 50],
+                   help="closed-loop client counts, comma-separated (default 1,10,50)")
+    p.add_argument("--requests", type=int, default=200,
+                   help="measured requests per level per path (default 200)")
+    p.add_argument("--warmup", type=int, default=20,
+                   help="warm-up requests per level per path, at least the concurrency "
+                        "(default 20; 0 = none)")
+    p.add_argument("--blocks", type=int, default=2,
+                   help="interleaved blocks per path per level (default 2: D B | B D)")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--max-in-flight", type=int, default=64,
+                   help="the backend's per-replica limit (default 64: no backend queueing)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="stop the whole run after this many seconds (default 600)")
+
+    p = sub.add_parser("router", help="router decision time and pool snapshot time")
+    _common(p, "router")
+    p.add_argument("--replicas", type=_ints, default=[10, 100, 1000, 10000],
+                   help="pool sizes, comma-separated (default 10,100,1000,10000)")
+    p.add_argument("--decisions", type=int, default=50000,
+                   help="timed decisions per policy per pool size (default 50000)")
+    p.add_argument("--snapshots", type=int, default=2000,
+                   help="timed snapshot+decide repetitions per pool size (default 2000)")
+    p.add_argument("--warmup", type=int, default=500, help="untimed calls first (default 500)")
+    p.add_argument("--max-seconds", type=float, default=10.0,
+                   help="cap on each timed loop; it stops early, recording how many it ran "
+                        "(default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.monotonic()
+    if args.cmd == "overhead":
+        from .overhead import OverheadConfig, overhead_markdown, run_overhead
+
+        if args.requests < 1 or args.blocks < 1 or args.max_tokens < 1 or args.warmup < 0:
+            print("cato-bench: --requests, --blocks, --max-tokens must be >= 1, --warmup >= 0",
+                  file=sys.stderr)
+            return 2
+        cfg = OverheadConfig(concurrency=args.concurrency, requests=args.requests,
+                             warmup=args.warmup, blocks=args.blocks, max_tokens=args.max_tokens,
+                             max_in_flight=args.max_in_flight, profile=args.profile,
+                             timeout_s=args.timeout, progress=not args.no_progress)
+        payload = run_overhead(cfg, args.out, args.name)
+        print(overhead_markdown(payload))
+        if not payload["complete"]:
+            print(f"cato-bench: stopped by --timeout {args.timeout:g}s; results are incomplete",
+                  file=sys.stderr)
+            return 1
+    elif args.cmd == "router":
+        from .router_time import RouterConfig, router_markdown, run_router
+
+        if args.decisions < 1 or args.snapshots < 1 or args.warmup < 0:
+            print("cato-bench: --decisions and --snapshots must be >= 1, --warmup >= 0",
+                  file=sys.stderr)
+            return 2
+        cfg = RouterConfig(replicas=args.replicas, decisions=args.decisions,
+                           snapshots=args.snapshots, warmup=args.warmup,
+                           max_seconds=args.max_seconds, seed=args.seed, profile=args.profile,
+                           progress=not args.no_progress)
+        payload = run_router(cfg, args.out, args.name)
+        print(router_markdown(payload))
+    else:  # pragma: no cover - argparse rejects unknown commands
+        return 2
+    print(f"\nwrote {args.out}/{args.name}.json and .md in {time.monotonic() - t0:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
