@@ -147,7 +147,7 @@ class Backend:
                 provisioner = self.provisioners["static" if handle is None or handle.process is None else "local"]
                 if handle is not None:
                     await provisioner.stop(handle)
-                r.state = ReplicaState.STOPPED
+                pool.mark_stopped(r, self.clock.now(), "backend stopped")
         if self.session is not None:
             await self.session.close()
 

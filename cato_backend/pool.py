@@ -76,6 +76,10 @@ class NoReplicaError(Exception):
 
 
 class Pool:
+    """Replicas of one model. Besides the replica objects it keeps the router's columns (one
+    array entry per replica), updated in O(1) whenever a replica's slots, queue or state
+    change, so a snapshot costs a few array operations, not a pass over every replica."""
+
     def __init__(self, model: str, profile: OnlineProfile, router: Router,
                  live_per_violated: int = 3) -> None:
         self.model = model
@@ -85,33 +89,61 @@ class Pool:
         self.replicas: list[Replica] = []
         self.pending: list[Job] = []  # routed while no replica was ready
         self.decisions_by_priority = [0] * N_PRIORITIES
+        self._index: dict[str, int] = {}
+        self._ids: tuple[str, ...] = ()
+        self._routable = np.zeros(0, bool)
+        self._running = np.zeros(0, np.int64)
+        self._max_in_flight = np.zeros(0, np.int64)
+        self._end_sum = np.zeros(0, float)
+        self._queued = np.zeros((N_PRIORITIES, 0), np.int64)
+        self._queued_s = np.zeros((N_PRIORITIES, 0), float)
 
     def add_replica(self, replica_id: str, url: str, max_in_flight: int, now: float) -> Replica:
+        if replica_id in self._index:
+            raise ValueError(f"replica {replica_id!r} already exists")
         r = Replica(replica_id, self.model, url, max_in_flight, self.live_per_violated,
                     self.router.ordering, started_at=now)
+        self._index[replica_id] = len(self.replicas)
         self.replicas.append(r)
+        self._ids = self._ids + (replica_id,)
+        self._routable = np.append(self._routable, False)
+        self._running = np.append(self._running, 0)
+        self._max_in_flight = np.append(self._max_in_flight, max_in_flight)
+        self._end_sum = np.append(self._end_sum, 0.0)
+        self._queued = np.hstack([self._queued, np.zeros((N_PRIORITIES, 1), np.int64)])
+        self._queued_s = np.hstack([self._queued_s, np.zeros((N_PRIORITIES, 1))])
+        self.sync(r)
         return r
 
+    def sync(self, r: Replica) -> None:
+        """Copy one replica's state into the router's columns. The pool's own methods do it;
+        code that changes a replica directly (benchmarks, tests) must call it after."""
+        i = self._index[r.id]
+        self._routable[i] = r.routable
+        self._running[i] = len(r.running)
+        self._end_sum[i] = r.running_end_sum
+        self._queued[:, i] = r.queue.count
+        self._queued_s[:, i] = r.queue.work_s
+
     def replica(self, replica_id: str) -> Replica:
-        for r in self.replicas:
-            if r.id == replica_id:
-                return r
-        raise KeyError(replica_id)
+        return self.replicas[self._index[replica_id]]
 
     # -- the router's view ---------------------------------------------------------------
 
     def snapshot(self, now: float, exclude: frozenset[str] = frozenset()) -> PoolSnapshot:
-        rs = self.replicas
-        running = np.fromiter((len(r.running) for r in rs), np.int64, len(rs))
-        end_sum = np.fromiter((r.running_end_sum for r in rs), float, len(rs))
+        ready = self._routable.copy()
+        for rid in exclude:
+            if rid in self._index:
+                ready[self._index[rid]] = False
+        running = self._running.copy()
         return PoolSnapshot.build(
-            ids=[r.id for r in rs],
-            ready=np.fromiter((r.routable and r.id not in exclude for r in rs), bool, len(rs)),
+            ids=self._ids,
+            ready=ready,
             running=running,
-            max_in_flight=np.fromiter((r.max_in_flight for r in rs), np.int64, len(rs)),
-            running_left_s=np.maximum(end_sum - running * now, 0.0),
-            queued=np.array([r.queue.count for r in rs], np.int64).reshape(-1, N_PRIORITIES),
-            queued_s=np.array([r.queue.work_s for r in rs], float).reshape(-1, N_PRIORITIES),
+            max_in_flight=self._max_in_flight,
+            running_left_s=np.maximum(self._end_sum - running * now, 0.0),
+            queued=self._queued.copy(),
+            queued_s=self._queued_s.copy(),
             profile=self.profile,
         )
 
@@ -129,7 +161,7 @@ class Pool:
         replica = self.replicas[decision.index]
         job.work_s = self._occupancy_s(job.node, replica)
         replica.queue.push(job, decision.priority, job.node.deadline, job.work_s)
-        self.pump(replica, now)
+        self.pump(replica, now)  # syncs the replica's columns
         return decision
 
     def pump(self, replica: Replica, now: float) -> None:
@@ -137,7 +169,7 @@ class Pool:
         while replica.routable and len(replica.running) < replica.max_in_flight:
             job = replica.queue.pop(now)
             if job is None:
-                return
+                break
             if job.granted.done():  # cancelled while queued
                 continue
             job.replica = replica
@@ -146,6 +178,7 @@ class Pool:
             replica.running.add(job)
             replica.running_end_sum += job.predicted_end
             job.granted.set_result(replica)
+        self.sync(replica)
 
     def finish(self, job: Job, now: float, ok: bool | None = True) -> None:
         """A running job ended (ok, failed, or None: cancelled): free its slot."""
@@ -167,7 +200,8 @@ class Pool:
         if job in self.pending:
             self.pending.remove(job)
         for r in self.replicas:
-            r.queue.remove(job)
+            if r.queue.remove(job):
+                self.sync(r)
         if not job.granted.done():
             job.granted.cancel()
         self.finish(job, now, ok)
@@ -179,12 +213,14 @@ class Pool:
         replica.state = ReplicaState.READY
         replica.healthy = True
         replica.ready_at = now
+        self.sync(replica)
         self._reroute_pending(now)
 
     def set_health(self, replica: Replica, healthy: bool, now: float) -> None:
         if replica.healthy == healthy:
             return
         replica.healthy = healthy
+        self.sync(replica)
         if healthy:
             self.pump(replica, now)
             self._reroute_pending(now)
@@ -194,6 +230,7 @@ class Pool:
     def mark_stopped(self, replica: Replica, now: float, detail: str = "") -> None:
         replica.state = ReplicaState.STOPPED
         replica.detail = detail
+        self.sync(replica)
         self._evacuate(replica, now)
 
     def _evacuate(self, replica: Replica, now: float) -> None:
@@ -201,6 +238,7 @@ class Pool:
         jobs = [j for j in replica.queue.items() if not j.granted.done()]
         for j in jobs:
             replica.queue.remove(j)
+        self.sync(replica)
         for j in jobs:
             self.submit(j, now)
 

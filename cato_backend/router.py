@@ -55,30 +55,35 @@ def expected_waits(
     queued: np.ndarray,
     queued_s: np.ndarray,
 ) -> np.ndarray:
-    """Expected wait (seconds) before a new request of each priority starts, shape (3, n).
+    """Expected wait (seconds) before a new request of each priority starts, shape (3, n);
+    `queued` and `queued_s` are shaped (3, n) too, priority by replica.
 
     Work queued at the same or a more urgent priority runs first. While a slot is free the
     wait is zero; otherwise the work ahead drains through `max_in_flight` parallel slots (a
     fluid approximation of continuous batching), so the wait comes from the predicted work
     queued and running, not from the queue length alone.
     """
-    ahead = running + np.cumsum(queued, axis=1).T  # (3, n)
-    work = running_left_s + np.cumsum(queued_s, axis=1).T
+    ahead = running + np.cumsum(queued, axis=0)
+    work = running_left_s + np.cumsum(queued_s, axis=0)
     return np.where(ahead < max_in_flight, 0.0, work / max_in_flight)
 
 
 @dataclass(frozen=True, eq=False)
 class PoolSnapshot:
-    """The pool at one instant, one array entry per replica, with the expected waits and the
-    decode speed a newcomer would get already derived (once per snapshot, not per decision)."""
+    """The pool at one instant, one array entry per replica. The decode speed a newcomer would
+    get is derived when the snapshot is built; expected waits on first use, per priority, so a
+    decision pays only for the priorities it looks at."""
 
     ids: tuple[str, ...]
     ready: np.ndarray  # bool
     running: np.ndarray  # int
+    max_in_flight: np.ndarray  # int
+    running_left_s: np.ndarray  # float: predicted seconds left in the running requests
+    queued: np.ndarray  # int (3, n): queued requests per priority
+    queued_s: np.ndarray  # float (3, n): their predicted service seconds
     load: np.ndarray  # int: running + queued, what queue-length policies look at
-    wait_s: np.ndarray  # float (3, n): expected wait per priority; inf where not ready
-    step_s: np.ndarray  # float (n): decode step time at the batch a newcomer would join
-    tiebreak: np.ndarray  # float (n): a nanosecond per running request, to split equal waits
+    step_s: np.ndarray  # float: decode step time at the batch a newcomer would join
+    tiebreak: np.ndarray  # float: a nanosecond per running request, to split equal waits
 
     @classmethod
     def build(
@@ -92,14 +97,10 @@ class PoolSnapshot:
         queued_s: np.ndarray,
         profile: OnlineProfile,
     ) -> PoolSnapshot:
-        wait = expected_waits(running, max_in_flight, running_left_s, queued, queued_s)
-        load = running + queued.sum(axis=1)
+        load = running + queued.sum(axis=0)
         return cls(
-            ids=tuple(ids),
-            ready=ready,
-            running=running,
-            load=load,
-            wait_s=np.where(ready, wait, np.inf),
+            ids=tuple(ids), ready=ready, running=running, max_in_flight=max_in_flight,
+            running_left_s=running_left_s, queued=queued, queued_s=queued_s, load=load,
             step_s=profile.step_s_array(np.minimum(load + 1, max_in_flight)),
             tiebreak=running * 1e-9,
         )
@@ -112,13 +113,33 @@ class PoolSnapshot:
             running=np.array([v.running for v in views], dtype=np.int64),
             max_in_flight=np.array([v.max_in_flight for v in views], dtype=np.int64),
             running_left_s=np.array([v.running_left_s for v in views], dtype=float),
-            queued=np.array([v.queued for v in views], dtype=np.int64).reshape(-1, N_PRIORITIES),
-            queued_s=np.array([v.queued_s for v in views], dtype=float).reshape(-1, N_PRIORITIES),
+            queued=np.array([v.queued for v in views], dtype=np.int64).reshape(-1, N_PRIORITIES).T,
+            queued_s=np.array([v.queued_s for v in views], dtype=float).reshape(-1, N_PRIORITIES).T,
             profile=profile,
         )
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def wait(self, priority: int) -> np.ndarray:
+        """Expected wait of a new request of `priority` on each replica; inf where not ready
+        (the same as `expected_waits`, one priority at a time)."""
+        cache: dict[int, np.ndarray] = self.__dict__.setdefault("_waits", {})
+        if priority not in cache:
+            if priority == N_PRIORITIES - 1:
+                ahead = self.load
+                work = self.running_left_s + self.queued_s.sum(axis=0)
+            else:
+                ahead = self.running + self.queued[: priority + 1].sum(axis=0)
+                work = self.running_left_s + self.queued_s[: priority + 1].sum(axis=0)
+            wait = np.where(ahead < self.max_in_flight, 0.0, work / self.max_in_flight)
+            cache[priority] = np.where(self.ready, wait, np.inf)
+        return cache[priority]
+
+    @property
+    def wait_s(self) -> np.ndarray:
+        """All expected waits, shape (3, n)."""
+        return np.stack([self.wait(p) for p in range(N_PRIORITIES)])
 
 
 @dataclass(frozen=True)
@@ -162,11 +183,11 @@ class SlackAwareRouter:
         ttft = self.profile.ttft_s(req.prompt_tokens)
         decode_steps = 0 if req.to_first_token else max(0, req.output_tokens - 1)
         if slack <= 0:
-            wait = pool.wait_s[PRIORITY_VIOLATED]
+            wait = pool.wait(PRIORITY_VIOLATED)
             i = int(np.argmin(wait + pool.tiebreak))
             return self._decision(pool, i, PRIORITY_VIOLATED, wait, ttft, decode_steps, slack,
                                   "already violated; {r} has the shortest wait")
-        wait = pool.wait_s[PRIORITY_ON_TIME]
+        wait = pool.wait(PRIORITY_ON_TIME)
         finish = wait + (ttft + decode_steps * pool.step_s)  # inf where not ready
         meets = finish <= slack
         if meets.any():
@@ -174,7 +195,7 @@ class SlackAwareRouter:
             return self._decision(pool, i, PRIORITY_ON_TIME, wait, ttft, decode_steps, slack,
                                   "{r} meets it")
         # Nobody meets it at the back of the line; as priority 1 it queues ahead of on-time work.
-        wait = pool.wait_s[PRIORITY_AT_RISK]
+        wait = pool.wait(PRIORITY_AT_RISK)
         i = int(np.argmin(wait + pool.tiebreak))
         return self._decision(pool, i, PRIORITY_AT_RISK, wait, ttft, decode_steps, slack,
                               "no replica meets it; {r} has the shortest wait")

@@ -102,7 +102,7 @@ def test_expected_waits_function_is_shaped_priority_by_replica():
     w = expected_waits(
         running=np.array([1, 0]), max_in_flight=np.array([1, 1]),
         running_left_s=np.array([2.0, 0.0]),
-        queued=np.array([[0, 0, 1], [0, 0, 0]]), queued_s=np.array([[0.0, 0.0, 3.0], [0, 0, 0]]),
+        queued=np.array([[0, 0, 1], [0, 0, 0]]).T, queued_s=np.array([[0.0, 0.0, 3.0], [0, 0, 0]]).T,
     )
     assert w.shape == (3, 2)
     assert w[:, 0].tolist() == pytest.approx([2.0, 2.0, 5.0])

@@ -107,6 +107,7 @@ def build_pool(n: int, cfg: RouterConfig, profile: Any, now: float, rng: random.
                                   rng.random() < 0.5))
             r.queue.push(job, prio, deadline, rng.uniform(0.05, 8.0))
             stats["queued"][prio] += 1
+        pool.sync(r)  # the replica was changed directly, not through the pool's methods
     return pool, stats
 
 
