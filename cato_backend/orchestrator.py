@@ -136,7 +136,7 @@ class Orchestrator:
             if node.name in skip:
                 continue
             if node.kind is NodeKind.LLM:
-                await self._llm_node(run, graph, node)
+                await self._llm_node(run, node)
             elif node.kind is NodeKind.CONTEXT:
                 self._context_node(run, node)
             elif node.kind is NodeKind.VALIDATE:
@@ -205,7 +205,7 @@ class Orchestrator:
             raise ValueError(f"no prompt for node {node.name!r}")
         return EngineRequest(model=model.served_name, messages=msgs, max_tokens=task.max_tokens)
 
-    async def _llm_node(self, run: _Run, graph: TaskGraph, node: Node) -> None:
+    async def _llm_node(self, run: _Run, node: Node) -> None:
         task = run.task
         req = self._engine_request(run, node)
         prompt_tokens = estimate_tokens(req.prompt or "".join(m["content"] for m in req.messages or ()))

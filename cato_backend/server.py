@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -95,6 +96,10 @@ async def _serve(request: web.Request, task: Task, emit) -> DoneEvent | None:
     except TaskError:
         backend.metrics.record(kind, "error", e2e_s=backend.clock.now() - task.arrival)
         raise
+    except Exception as e:  # a bug: still end the stream with an error event, keep serving
+        logging.getLogger("cato_backend").exception("task %s failed", task.request_id)
+        backend.metrics.record(kind, "error", e2e_s=backend.clock.now() - task.arrival)
+        raise TaskError(f"internal error: {type(e).__name__}", 500) from e
     finally:
         active.pop(task.request_id, None)
         if not child.done():

@@ -360,3 +360,16 @@ async def test_each_kind_is_served_by_its_own_model_pool(fast_profile_path):
         assert [r.served for r in rb.backend.pools["chat"].replicas] == [2]
     finally:
         await stop_backend(rb)
+
+
+async def test_a_bug_inside_a_task_still_ends_the_stream_with_an_error(emulated_backend, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("cato_backend.steps.summarization_messages", broken)
+    async with aiohttp.ClientSession() as s:
+        events = await sse_events(s, emulated_backend.url + "/v1/tasks", SAMPLES["summarization"])
+        assert events[-1]["type"] == "error"
+        assert "internal error" in events[-1]["message"]
+        ok = await sse_events(s, emulated_backend.url + "/v1/tasks", SAMPLES["completion"])
+        assert ok[-1]["type"] == "done"
