@@ -55,6 +55,11 @@ class Backend:
         self.metrics = Metrics(self.pools)
         self.handles: dict[str, ReplicaHandle] = {}
         self._tasks: list[asyncio.Task] = []
+        self._bring_ups: dict[str, asyncio.Task] = {}
+        self._next_index: dict[str, int] = {}
+        self._model_dirs: dict[str, str] = {}
+        self.cold_start_s: dict[str, float | None] = {
+            n: p.profile.base.cold_start_s for n, p in self.pools.items()}
         self.session: aiohttp.ClientSession | None = None
         self.provisioners: dict[str, Provisioner] = {
             "static": StaticProvisioner(),
@@ -69,29 +74,46 @@ class Backend:
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
             timeout=aiohttp.ClientTimeout(total=None))
         for name, mc in self.config.models.items():
-            specs = await self._specs(name, mc)
-            for spec in specs:
-                replica = self.pools[name].add_replica(spec.replica_id, spec.url or "",
-                                                       mc.max_in_flight, self.clock.now())
-                self._tasks.append(asyncio.create_task(self._bring_up(replica, spec, mc)))
+            if mc.engine == "vllm" and mc.path is None:
+                from .model_assets import ensure_default_model
+
+                self._model_dirs[name] = str(await asyncio.to_thread(ensure_default_model,
+                                                                     self.log))
+            if mc.engine == "static":
+                for i, url in enumerate(mc.urls):
+                    self.add_replica(name, ReplicaSpec(f"{name}-{i}", "static", mc.served_name,
+                                                       url=url))
+            else:
+                initial = mc.autoscale.min_replicas if mc.autoscale else mc.replicas
+                for _ in range(initial):
+                    self.add_replica(name)
+            if mc.autoscale is not None:
+                self._tasks.append(asyncio.create_task(self._scaling_loop(name, mc)))
         self._tasks.append(asyncio.create_task(self._health_loop()))
 
-    async def _specs(self, name: str, mc: ModelConfig) -> list[ReplicaSpec]:
-        if mc.engine == "static":
-            return [ReplicaSpec(f"{name}-{i}", "static", mc.served_name, url=u)
-                    for i, u in enumerate(mc.urls)]
-        profile = self.pools[name].profile
-        model_dir = mc.path
-        if mc.engine == "vllm" and model_dir is None:
-            from .model_assets import ensure_default_model
+    def _spec(self, name: str, mc: ModelConfig, index: int) -> ReplicaSpec:
+        """How to start replica `index` of a model (local processes)."""
+        n = mc.autoscale.max_replicas if mc.autoscale else mc.replicas
+        cores = core_ranges(max(n, index + 1), mc.cores_per_replica)
+        return ReplicaSpec(f"{name}-{index}", mc.engine, mc.served_name, host="127.0.0.1",
+                           model_dir=mc.path or self._model_dirs.get(name),
+                           profile_path=resolve_profile_path(mc.profile),
+                           max_model_len=mc.max_model_len or self.pools[name].profile.max_model_len,
+                           cpu_cores=cores[index % len(cores)], engine_args=tuple(mc.engine_args))
 
-            model_dir = str(await asyncio.to_thread(ensure_default_model, self.log))
-        cores = core_ranges(mc.replicas, mc.cores_per_replica)
-        return [ReplicaSpec(f"{name}-{i}", mc.engine, mc.served_name, host="127.0.0.1",
-                            model_dir=model_dir, profile_path=resolve_profile_path(mc.profile),
-                            max_model_len=mc.max_model_len or profile.max_model_len,
-                            cpu_cores=cores[i], engine_args=tuple(mc.engine_args))
-                for i in range(mc.replicas)]
+    def add_replica(self, name: str, spec: ReplicaSpec | None = None) -> Replica:
+        """Add a replica to a pool as `starting` and bring it up in the background."""
+        mc = self.config.models[name]
+        if spec is None:
+            spec = self._spec(name, mc, self._next_index.get(name, 0))
+        self._next_index[name] = max(self._next_index.get(name, 0),
+                                     int(spec.replica_id.rsplit("-", 1)[1]) + 1)
+        replica = self.pools[name].add_replica(spec.replica_id, spec.url or "",
+                                               mc.max_in_flight, self.clock.now())
+        task = asyncio.create_task(self._bring_up(replica, spec, mc))
+        self._bring_ups[replica.id] = task
+        self._tasks.append(task)
+        return replica
 
     async def _bring_up(self, replica: Replica, spec: ReplicaSpec, mc: ModelConfig) -> None:
         provisioner = self.provisioners["static" if spec.engine == "static" else "local"]
@@ -113,7 +135,15 @@ class Backend:
         assert self.session is not None
         client = ReplicaClient(handle.url, self.session, connect_timeout_s=t.connect_s,
                                first_token_timeout_s=t.first_token_s, idle_timeout_s=t.idle_s)
-        self.pools[replica.model].mark_ready(replica, client, self.clock.now())
+        pool = self.pools[replica.model]
+        if replica.state is not ReplicaState.STARTING:  # removed while it was starting
+            await provisioner.stop(handle)
+            return
+        pool.mark_ready(replica, client, self.clock.now())
+        if handle.started_s is not None:  # measured start-up feeds the autoscaler
+            old = self.cold_start_s.get(replica.model)
+            self.cold_start_s[replica.model] = (handle.started_s if old is None
+                                                else 0.7 * old + 0.3 * handle.started_s)
         ready = sum(p.ready_count() for p in self.pools.values())
         total = sum(len(p.replicas) for p in self.pools.values())
         self.log(f"cato-backend: {ready}/{total} replicas ready")
@@ -136,6 +166,68 @@ class Backend:
                     if healthy != r.healthy:
                         self.log(f"replica {r.id}: {'healthy again' if healthy else 'unhealthy'}")
                     pool.set_health(r, healthy, self.clock.now())
+
+    # -- autoscaling -----------------------------------------------------------------------
+
+    async def _scaling_loop(self, name: str, mc: ModelConfig) -> None:
+        from .autoscaler import make_autoscaler
+
+        scaler = make_autoscaler(mc.autoscale)
+        pool = self.pools[name]
+        state = scaler.initial_state()
+        while True:
+            await asyncio.sleep(self.config.timeouts.scaling_tick_s)
+            now = self.clock.now()
+            pool.sample_load(now)
+            decision, state = scaler.decide(self.scaling_context(name, scaler.retention_s), state)
+            if decision.action == "hold":
+                continue
+            pool.scale_log.append(decision)
+            self.log(f"autoscaler {name}: {decision.action} {decision.current} -> "
+                     f"{decision.target}: {decision.reason}")
+            for _ in range(decision.delta):
+                self.add_replica(name)
+            for rid in decision.remove:
+                self._tasks.append(asyncio.create_task(self.remove_replica(name, rid)))
+
+    def scaling_context(self, name: str, retention_s: float):
+        """What the autoscaler may know about a pool now (pure data)."""
+        from .autoscaler import LoadSample, Outcome, ReplicaInfo, ScalingContext, SlackEvent
+
+        pool, now = self.pools[name], self.clock.now()
+        since = now - retention_s - self.config.timeouts.scaling_tick_s
+        return ScalingContext(
+            now=now,
+            replicas=tuple(ReplicaInfo(r.id, r.state, r.started_at, r.ready_at,
+                                       len(r.running) + len(r.queue), r.idle_since)
+                           for r in pool.replicas if r.state is not ReplicaState.STOPPED),
+            events=tuple(SlackEvent(t, node, Outcome(o)) for t, node, o in pool.outcomes
+                         if t >= since),
+            load=tuple(LoadSample(t, n) for t, n in pool.load_samples if t >= since),
+            cold_start_s=self.cold_start_s.get(name),
+            waiting=sum(not j.granted.done() for j in pool.pending),
+        )
+
+    async def remove_replica(self, name: str, replica_id: str) -> None:
+        """Drain a replica (its queue moves to the others, running requests finish), then
+        stop it. Nothing accepted is lost."""
+        pool = self.pools[name]
+        replica = pool.replica(replica_id)
+        if replica.state is ReplicaState.STARTING:
+            pool.mark_stopped(replica, self.clock.now(), "removed while starting")
+            task = self._bring_ups.get(replica_id)
+            if task is not None and not task.done():
+                task.cancel()
+            return
+        pool.drain(replica, self.clock.now())
+        deadline = self.clock.now() + self.config.timeouts.drain_timeout_s
+        while replica.running and self.clock.now() < deadline:
+            await asyncio.sleep(0.05)
+        handle = self.handles.get(replica_id)
+        if handle is not None:
+            await self.provisioners["local"].stop(handle)
+        pool.mark_stopped(replica, self.clock.now(), "scaled down")
+        self.log(f"replica {replica_id}: drained and stopped")
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -175,7 +267,16 @@ class Backend:
                            "profile": p.profile.base.model + " @ " + p.profile.base.hardware,
                            "ttft_factor": round(p.profile.ttft_factor, 3),
                            "decode_factor": round(p.profile.decode_factor, 3),
-                           "pending": len(p.pending)}
+                           "pending": len(p.pending),
+                           "autoscaler": None if self.config.models[n].autoscale is None else {
+                               **self.config.models[n].autoscale.model_dump(
+                                   include={"policy", "min_replicas", "max_replicas"}),
+                               "cold_start_s": self.cold_start_s.get(n),
+                               "last_decisions": [
+                                   {"action": d.action, "from": d.current, "to": d.target,
+                                    "remove": list(d.remove), "reason": d.reason,
+                                    "age_s": round(now - d.now, 1)}
+                                   for d in list(p.scale_log)[-10:]]}}
                        for n, p in self.pools.items()},
             "kinds": {k.value: {"model": kc.model, "sla_ms": kc.sla_ms, "max_tokens": kc.max_tokens}
                       for k, kc in self.config.kinds.items()},

@@ -19,6 +19,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, help="replicas per model (overrides the config)")
     p.add_argument("--policy", choices=["cato", "round_robin", "p2c", "least_loaded"],
                    help="router policy (overrides the config)")
+    p.add_argument("--min-replicas", type=int, help="autoscaling lower bound per model")
+    p.add_argument("--max-replicas", type=int, help="autoscaling upper bound per model; "
+                   "above --min-replicas it turns the autoscaler on")
+    p.add_argument("--scaling-policy", choices=["cato", "ray"],
+                   help="autoscaler: paper Algorithm 2 (cato) or Ray Serve's queue-length policy")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -39,6 +44,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
             if args.replicas < 0:
                 raise SystemExit("--replicas must be at least 0")
             m["replicas"] = args.replicas
+        if args.min_replicas is not None or args.max_replicas is not None:
+            lo = args.min_replicas if args.min_replicas is not None else 1
+            hi = args.max_replicas if args.max_replicas is not None else max(lo, 1)
+            if lo < 0 or hi < lo:
+                raise SystemExit("need 0 <= --min-replicas <= --max-replicas")
+            if hi == lo:  # no room to move: a fixed pool
+                m["replicas"], m["autoscale"] = lo, None
+            else:
+                m["autoscale"] = {**(m.get("autoscale") or {}), "min_replicas": lo,
+                                  "max_replicas": hi}
+        if args.scaling_policy and m.get("autoscale") is not None:
+            m["autoscale"]["policy"] = args.scaling_policy
     return Config.model_validate(data)
 
 

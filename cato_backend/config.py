@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .autoscaler import AutoscalerConfig
 from .kinds import TaskKind
 
 Engine = Literal["vllm", "emulated", "static"]
@@ -58,6 +59,9 @@ class ModelConfig(_Strict):
     fim_template: str = "{prefix}"
     cores_per_replica: int | None = Field(default=None, ge=1)
     engine_args: list[str] = Field(default_factory=list, description="extra engine arguments")
+    # Autoscaling (paper Algorithm 2, or the Ray Serve baseline): the pool starts at
+    # min_replicas and moves between the bounds. None: a fixed pool of `replicas`.
+    autoscale: AutoscalerConfig | None = None
 
     @field_validator("fim_template")
     @classmethod
@@ -72,6 +76,8 @@ class ModelConfig(_Strict):
     def _static_needs_urls(self) -> ModelConfig:
         if self.engine == "static" and not self.urls:
             raise ValueError("a static engine needs at least one URL in `urls`")
+        if self.engine == "static" and self.autoscale is not None:
+            raise ValueError("a static list of URLs cannot be autoscaled")
         return self
 
 
@@ -105,6 +111,9 @@ class TimeoutsConfig(_Strict):
     idle_s: float = Field(default=60.0, gt=0)
     replica_start_s: float = Field(default=600.0, gt=0)
     health_interval_s: float = Field(default=2.0, gt=0)
+    scaling_tick_s: float = Field(default=1.0, gt=0, description="how often autoscalers decide")
+    drain_timeout_s: float = Field(default=120.0, gt=0, description="longest wait for a "
+                                   "draining replica's running requests before it is stopped")
 
 
 class Config(_Strict):

@@ -22,7 +22,7 @@ from .kinds import METRIC_OF_KIND, SlaMetric, TaskKind
 from .pool import Job, Pool, Replica
 from .profiler import LlmCall, Profiler
 from .replica_client import EngineRequest, ReplicaError
-from .router import NodeRequest
+from .router import PRIORITY_VIOLATED, NodeRequest
 from .schemas import DoneEvent, NodeTiming, SlaResult
 from .slack import SlackPlan, allocate_slack
 from .tokens import estimate_tokens
@@ -239,12 +239,17 @@ class Orchestrator:
         pool = self.pools[run.task.model]
         job = Job(node_req, excluded=excluded)
         decision = pool.submit(job, self.clock.now())
+        node_id = f"{run.task.request_id}/{node.name}"
+        if decision.priority == PRIORITY_VIOLATED:  # the autoscaler hears of it at once
+            pool.record_outcome(node_id, self.clock.now(), "violated")
         outcome: bool | None = None  # None: cancelled, not the replica's fault
+        met = False
         try:
             try:
                 replica = await asyncio.wait_for(asyncio.shield(job.granted),
                                                  self.config.limits.no_replica_timeout_s)
             except asyncio.TimeoutError:
+                outcome = False
                 raise TaskError(f"no replica of {run.task.model} became available in "
                                 f"{self.config.limits.no_replica_timeout_s:g}s", 503) from None
             granted_at = self.clock.now()
@@ -273,6 +278,7 @@ class Orchestrator:
                 raise
             end = self.clock.now()
             outcome = True
+            met = (first_at or end if node_req.to_first_token else end) <= node_req.deadline
             tokens = tokens or len(parts)
             if first_at is not None:
                 pool.profile.observe_ttft(node_req.prompt_tokens, first_at - granted_at)
@@ -286,4 +292,7 @@ class Orchestrator:
                 output_tokens=tokens, reason=decision.reason)
             return _LlmResult("".join(parts), tokens, timing, replica)
         finally:
-            pool.cancel(job, self.clock.now(), outcome)  # frees the slot or leaves the queue
+            now = self.clock.now()
+            pool.cancel(job, now, outcome)  # frees the slot or leaves the queue
+            pool.record_outcome(node_id, now, "cancelled" if outcome is None
+                                else "met" if met else "violated")

@@ -8,6 +8,7 @@ than `max_in_flight` jobs run on a replica, so the backend's priority queues dec
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -62,6 +63,7 @@ class Replica:
     running_end_sum: float = 0.0  # sum of predicted end times of running jobs
     served: int = 0
     failed: int = 0
+    idle_since: float | None = None  # ready with nothing running or queued since then
 
     def __post_init__(self) -> None:
         self.queue: ReplicaQueue[Job] = ReplicaQueue(self.ordering, self.live_per_violated)
@@ -89,6 +91,11 @@ class Pool:
         self.replicas: list[Replica] = []
         self.pending: list[Job] = []  # routed while no replica was ready
         self.decisions_by_priority = [0] * N_PRIORITIES
+        # What the autoscaler reads: per-node slack outcomes (node id, time, "met" /
+        # "violated" / "cancelled") and the pool's ongoing requests over time.
+        self.outcomes: deque[tuple[float, str, str]] = deque(maxlen=100_000)
+        self.load_samples: deque[tuple[float, int]] = deque(maxlen=10_000)
+        self.scale_log: deque = deque(maxlen=50)  # the autoscaler's last decisions
         self._index: dict[str, int] = {}
         self._ids: tuple[str, ...] = ()
         self._routable = np.zeros(0, bool)
@@ -115,9 +122,13 @@ class Pool:
         self.sync(r)
         return r
 
-    def sync(self, r: Replica) -> None:
-        """Copy one replica's state into the router's columns. The pool's own methods do it;
-        code that changes a replica directly (benchmarks, tests) must call it after."""
+    def sync(self, r: Replica, now: float | None = None) -> None:
+        """Copy one replica's state into the router's columns (and, given `now`, its idle
+        clock). The pool's own methods do it; code that changes a replica directly
+        (benchmarks, tests) must call it after."""
+        if now is not None:
+            idle = r.state is ReplicaState.READY and not r.running and not len(r.queue)
+            r.idle_since = (r.idle_since if r.idle_since is not None else now) if idle else None
         i = self._index[r.id]
         self._routable[i] = r.routable
         self._running[i] = len(r.running)
@@ -178,7 +189,7 @@ class Pool:
             replica.running.add(job)
             replica.running_end_sum += job.predicted_end
             job.granted.set_result(replica)
-        self.sync(replica)
+        self.sync(replica, now)
 
     def finish(self, job: Job, now: float, ok: bool | None = True) -> None:
         """A running job ended (ok, failed, or None: cancelled): free its slot."""
@@ -201,7 +212,7 @@ class Pool:
             self.pending.remove(job)
         for r in self.replicas:
             if r.queue.remove(job):
-                self.sync(r)
+                self.sync(r, now)
         if not job.granted.done():
             job.granted.cancel()
         self.finish(job, now, ok)
@@ -213,14 +224,29 @@ class Pool:
         replica.state = ReplicaState.READY
         replica.healthy = True
         replica.ready_at = now
-        self.sync(replica)
+        self.sync(replica, now)
         self._reroute_pending(now)
+        self.rebalance(now)
+
+    def rebalance(self, now: float) -> None:
+        """Route all queued, not yet started work again, most urgent first: new capacity (a
+        replica just ready) takes work from replicas with a backlog, instead of idling."""
+        jobs: list[Job] = []
+        for r in self.replicas:
+            queued = [j for j in r.queue.items() if not j.granted.done()]
+            for j in queued:
+                r.queue.remove(j)
+            if queued:
+                self.sync(r, now)
+            jobs += queued
+        for j in sorted(jobs, key=lambda j: j.node.deadline):
+            self.submit(j, now)
 
     def set_health(self, replica: Replica, healthy: bool, now: float) -> None:
         if replica.healthy == healthy:
             return
         replica.healthy = healthy
-        self.sync(replica)
+        self.sync(replica, now)
         if healthy:
             self.pump(replica, now)
             self._reroute_pending(now)
@@ -230,7 +256,13 @@ class Pool:
     def mark_stopped(self, replica: Replica, now: float, detail: str = "") -> None:
         replica.state = ReplicaState.STOPPED
         replica.detail = detail
-        self.sync(replica)
+        self.sync(replica, now)
+        self._evacuate(replica, now)
+
+    def drain(self, replica: Replica, now: float) -> None:
+        """Take no new work; hand the queue to the others; running requests finish."""
+        replica.state = ReplicaState.DRAINING
+        self.sync(replica, now)
         self._evacuate(replica, now)
 
     def _evacuate(self, replica: Replica, now: float) -> None:
@@ -238,7 +270,7 @@ class Pool:
         jobs = [j for j in replica.queue.items() if not j.granted.done()]
         for j in jobs:
             replica.queue.remove(j)
-        self.sync(replica)
+        self.sync(replica, now)
         for j in jobs:
             self.submit(j, now)
 
@@ -252,6 +284,19 @@ class Pool:
         """How long the job will hold its slot: its whole generation, whatever its SLA metric."""
         batch = min(len(replica.running) + len(replica.queue) + 1, replica.max_in_flight)
         return self.profile.service_s(node.prompt_tokens, node.output_tokens, batch)
+
+    # -- what the autoscaler reads --------------------------------------------------------
+
+    def record_outcome(self, node_id: str, now: float, outcome: str) -> None:
+        self.outcomes.append((now, node_id, outcome))
+
+    def ongoing(self) -> int:
+        """Requests running or queued anywhere in the pool, or waiting for a replica."""
+        return (sum(len(r.running) + len(r.queue) for r in self.replicas)
+                + sum(not j.granted.done() for j in self.pending))
+
+    def sample_load(self, now: float) -> None:
+        self.load_samples.append((now, self.ongoing()))
 
     # -- reporting -----------------------------------------------------------------------
 

@@ -116,3 +116,15 @@ async def test_duplicate_replica_id_is_refused():
     pool = make_pool(1)
     with pytest.raises(ValueError):
         pool.add_replica("r0", "http://x", 1, now=0.0)
+
+
+async def test_a_replica_becoming_ready_takes_queued_work_from_the_busy_one():
+    pool = make_pool(2, max_in_flight=1, ready=False)
+    pool.mark_ready(pool.replicas[0], client=object(), now=0.0)
+    jobs = [job(deadline=10.0 + i) for i in range(3)]
+    for j in jobs:
+        pool.submit(j, now=1.0)
+    assert len(pool.replicas[0].queue) == 2
+    pool.mark_ready(pool.replicas[1], client=object(), now=2.0)
+    assert jobs[1].granted.done() and jobs[1].replica is pool.replicas[1]  # most urgent moved
+    assert len(pool.replicas[0].queue) + len(pool.replicas[1].queue) == 1
