@@ -39,26 +39,90 @@ def test_overhead_end_to_end(tmp_path: Path, fast_profile_path: Path, capsys) ->
                "--max-tokens", "4", "--profile", str(fast_profile_path), "--out", str(out),
                "--name", "ov", "--no-progress", "--timeout", "60"])
     assert rc == 0
-    assert "backend overhead on TTFT" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "backend overhead on TTFT" in printed
+    assert "quoted from issue #2, not measured by this benchmark" in printed
     data = _load(out, "ov")
     assert data["benchmark"] == "overhead"
     assert "EMULATED" in data["engine"]
     assert ENV_KEYS <= data["environment"].keys()
     assert data["config"]["concurrency"] == [1, 2]
-    assert data["config"]["requests"] == 3
-    assert data["setup"]["profile"]["path"] == str(fast_profile_path.resolve())
-    assert data["setup"]["backend_config"]["models"]["smollm2"]["engine"] == "static"
+    assert data["config"]["requests"] == [3]
+    engines = data["setup"]["engines"]
+    assert set(engines) == {"thin", "realistic"}
+    assert engines["realistic"]["profile"]["path"] == str(fast_profile_path.resolve())
+    thin = engines["thin"]["profile"]
+    assert thin["overhead_ms"] < 1 and thin["profile_json"]["decode"]  # recorded in full
+    for e in engines.values():
+        assert e["backend_config"]["models"]["smollm2"]["engine"] == "static"
+        assert e["requests_per_level"] == [3, 3]
     assert data["targets"]["diff_p50_ms_max"] == 2.0
-    assert [r["concurrency"] for r in data["results"]] == [1, 2]
+    assert "thin" in data["targets"]["applies_to"]
+    assert [(r["engine"], r["concurrency"]) for r in data["results"]] == [
+        ("thin", 1), ("thin", 2), ("realistic", 1), ("realistic", 2)]
     for r in data["results"]:
+        sched = r["schedule"]
+        assert sched["think_mean_ms"] == (0 if r["concurrency"] == 1
+                                          else pytest.approx(0.5 * sched["unloaded_service_ms"]))
         for path in ("direct", "backend"):
             assert r[path]["errors"] == 0, r[path]["error_examples"]
+            assert r[path]["discarded"] >= sched["blocks"]  # ramp-up, at least one per block
             ttft = r[path]["ttft_ms"]
             assert ttft["n"] == 3
             assert 0 < ttft["p50"] <= ttft["p99"] <= r[path]["e2e_ms"]["max"]
-        assert {"p50", "p99", "mean", "p50_ci95", "p99_ci95"} <= r["diff_ms"].keys()
+        assert {"p50", "p99", "mean", "p50_ci95", "p99_ci95", "p50_by_block"} <= r["diff_ms"].keys()
         assert _finite(r["diff_ms"]["p50"]) and _finite(r["diff_ms"]["p99"])
-        assert set(r["target"]) == {"p50_max_ms", "p99_max_ms", "p50_met", "p99_met"}
+        if r["engine"] == "thin":
+            assert set(r["target"]) == {"p50_max_ms", "p99_max_ms", "p50_met", "p99_met"}
+        else:
+            assert r["target"] is None  # context rows
+
+
+def test_phase_schedule_measures_only_the_middle() -> None:
+    """A phase discards its ramp-up, measures n requests, keeps every client sending until
+    the last measured one ends, and the same seeds give the same think times."""
+    import asyncio
+
+    from aiohttp import web
+
+    from cato_backend.bench.overhead import Schedule, _run_phase
+
+    sends: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        sends.append(asyncio.get_running_loop().time())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"text":"x"}]}\n\n')
+        await asyncio.sleep(0.002)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def go():
+        app = web.Application()
+        app.router.add_post("/v1/completions", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                sched = Schedule(0.001, 0.002, [[0, 0, 3, 0, j] for j in range(3)])
+                return await _run_phase(session, f"http://127.0.0.1:{port}/v1/completions",
+                                        b"{}", 5, 3, sched, aiohttp.ClientTimeout(total=5),
+                                        {}, None)
+        finally:
+            await runner.cleanup()
+
+    import aiohttp
+
+    phase = asyncio.run(go())
+    assert len(phase.ttft) == 5 and not phase.errors
+    assert phase.discarded >= 3 and len(sends) == 5 + phase.discarded
+    assert phase.window_s > 0 and phase.cpu_s["client"] is not None
+    a, b = (np.random.default_rng([0, 0, 3, 0, 1]) for _ in range(2))
+    assert a.uniform(0, 1) == b.uniform(0, 1)
 
 
 def test_router_end_to_end(tmp_path: Path, fast_profile_path: Path, capsys) -> None:
@@ -117,6 +181,11 @@ def test_cli_rejects_bad_sizes(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["overhead", "--concurrency", "1,x"])
     with pytest.raises(SystemExit):
+        build_parser().parse_args(["overhead", "--engines", "thin,fat"])
+    assert main(["overhead", "--requests", "1,2", "--concurrency", "1,2,3",
+                 "--out", str(tmp_path)]) == 2
+    assert main(["overhead", "--think", "-1", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
         build_parser().parse_args(["router", "--replicas", "0"])
     assert main(["router", "--decisions", "0", "--out", str(tmp_path)]) == 2
 
@@ -141,8 +210,8 @@ def test_helpers(tmp_path: Path) -> None:
 def test_overhead_stops_at_its_time_limit(tmp_path: Path, fast_profile_path: Path) -> None:
     """A run that cannot finish in --timeout stops, cleans up and writes what it has."""
     rc = main(["overhead", "--requests", "1000", "--concurrency", "1", "--warmup", "0",
-               "--profile", str(fast_profile_path), "--out", str(tmp_path), "--no-progress",
-               "--timeout", "1.0"])
+               "--engines", "realistic", "--profile", str(fast_profile_path),
+               "--out", str(tmp_path), "--no-progress", "--timeout", "1.0"])
     assert rc == 1
     data = _load(tmp_path, "overhead")
     assert data["complete"] is False

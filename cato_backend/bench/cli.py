@@ -20,13 +20,22 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _engines(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values or any(v not in ("thin", "realistic") for v in values) \
+            or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected thin and/or realistic, got {text!r}")
+    return values
+
+
 def _common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="directory for the results (default: bench/results)")
     p.add_argument("--name", default=name, help=f"result file stem (default: {name})")
     p.add_argument("--profile", default=None,
-                   help="engine profile (file in profiles/ or a path); default: the measured "
-                        "SmolLM2 CPU profile, or a constructed stand-in when it is missing")
+                   help="engine profile (file in profiles/ or a path; for overhead, the "
+                        "realistic engine's); default: the measured SmolLM2 CPU profile, or a "
+                        "constructed stand-in when it is missing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -39,13 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "overhead")
     p.add_argument("--concurrency", type=_ints, default=[1, 10, 50],
                    help="closed-loop client counts, comma-separated (default 1,10,50)")
-    p.add_argument("--requests", type=int, default=200,
-                   help="measured requests per level per path (default 200)")
+    p.add_argument("--requests", type=_ints, default=None,
+                   help="measured requests per path, both engines: one value for every level, "
+                        "or one per level, comma-separated (default: thin 200 at concurrency 1 "
+                        "and 1000 above, realistic 200 and 300)")
     p.add_argument("--warmup", type=int, default=20,
-                   help="warm-up requests per level per path, at least the concurrency "
-                        "(default 20; 0 = none)")
-    p.add_argument("--blocks", type=int, default=2,
-                   help="interleaved blocks per path per level (default 2: D B | B D)")
+                   help="requests discarded at the start of every block (ramp-up), at least "
+                        "the concurrency (default 20; 0 = none)")
+    p.add_argument("--blocks", type=int, default=None,
+                   help="interleaved blocks per path per level, both engines (default: thin 4, "
+                        "realistic 2: D B | B D)")
+    p.add_argument("--engines", type=_engines, default=["thin", "realistic"],
+                   help="emulated engine configurations, comma-separated: thin (constructed, "
+                        "isolates the backend; the targets apply to it) and realistic (the "
+                        "--profile; context) (default thin,realistic)")
+    p.add_argument("--think", type=float, default=0.5,
+                   help="mean think time before each request at concurrency > 1, as a "
+                        "fraction of the engine's unloaded service time; exponential, seeded "
+                        "(default 0.5; 0 = none)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--max-in-flight", type=int, default=64,
                    help="the backend's per-replica limit (default 64: no backend queueing)")
@@ -74,14 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "overhead":
         from .overhead import OverheadConfig, overhead_markdown, run_overhead
 
-        if args.requests < 1 or args.blocks < 1 or args.max_tokens < 1 or args.warmup < 0:
-            print("cato-bench: --requests, --blocks, --max-tokens must be >= 1, --warmup >= 0",
-                  file=sys.stderr)
+        if ((args.blocks is not None and args.blocks < 1) or args.max_tokens < 1 or args.warmup < 0 or args.think < 0
+                or (args.requests is not None
+                    and len(args.requests) not in (1, len(args.concurrency)))):
+            print("cato-bench: --blocks, --max-tokens must be >= 1, --warmup, --think >= 0, "
+                  "--requests one value or one per --concurrency level", file=sys.stderr)
             return 2
         cfg = OverheadConfig(concurrency=args.concurrency, requests=args.requests,
-                             warmup=args.warmup, blocks=args.blocks, max_tokens=args.max_tokens,
+                             warmup=args.warmup, blocks=args.blocks, engines=args.engines,
+                             think=args.think, max_tokens=args.max_tokens,
                              max_in_flight=args.max_in_flight, profile=args.profile,
-                             timeout_s=args.timeout, progress=not args.no_progress)
+                             timeout_s=args.timeout, seed=args.seed,
+                             progress=not args.no_progress)
         payload = run_overhead(cfg, args.out, args.name)
         print(overhead_markdown(payload))
         if not payload["complete"]:
