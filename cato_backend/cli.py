@@ -87,6 +87,17 @@ async def _serve(config: Config) -> None:
         log("cato-backend: stopped")
 
 
+def _run(coro) -> None:
+    """Run the backend on uvloop: the per-token relay of many streams is event-loop bound
+    (bench/results/overhead.md), and uvloop's loop is much cheaper per I/O operation."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cato-backend", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as e:
             print(f"cato-backend: bad configuration: {e}", file=sys.stderr)
             return 2
-        asyncio.run(_serve(config))
+        _run(_serve(config))
         return 0
     if args.cmd == "emulate":
         from .backend import resolve_profile_path

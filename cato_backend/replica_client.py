@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+import orjson
 
 ErrorKind = Literal["unreachable", "http", "protocol", "timeout"]
 
@@ -127,7 +128,7 @@ class _SSEDecoder:
 def _parse_event(data: str, chat: bool) -> StreamChunk | None:
     """One SSE event's JSON payload -> a chunk (None for a chunk with nothing in it)."""
     try:
-        obj = json.loads(data)
+        obj = orjson.loads(data)
     except ValueError as e:
         raise ReplicaError("protocol", f"malformed JSON in stream: {data[:200]!r}") from e
     if not isinstance(obj, dict):

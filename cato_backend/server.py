@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -70,7 +71,7 @@ class _SSE:
     async def send(self, event: dict[str, Any]) -> None:
         if not self.resp.prepared:
             await self.resp.prepare(self.request)
-        await self.resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await self.resp.write(b"data: " + orjson.dumps(event) + b"\n\n")
 
 
 async def _serve(request: web.Request, task: Task, emit) -> DoneEvent | None:
@@ -197,8 +198,8 @@ async def openai_endpoint(request: web.Request) -> web.StreamResponse:
             choice["delta"] = {"content": text} if text is not None else {}
         else:
             choice["text"] = text or ""
-        return b"data: " + json.dumps({"id": rid, "object": obj, "created": created,
-                                       "model": model.served_name, "choices": [choice]}).encode() + b"\n\n"
+        return b"data: " + orjson.dumps({"id": rid, "object": obj, "created": created,
+                                         "model": model.served_name, "choices": [choice]}) + b"\n\n"
 
     async def emit(event: dict[str, Any]) -> None:
         if stream and event["type"] == "token":
