@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on each timed loop; it stops early, recording how many it ran "
                         "(default 10)")
     p.add_argument("--seed", type=int, default=0)
+
+    from .lsp_overhead import add_parser as add_lsp_overhead  # cato_lsp's overhead
+
+    add_lsp_overhead(sub, _common)
     return parser
 
 
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                            progress=not args.no_progress)
         payload = run_router(cfg, args.out, args.name)
         print(router_markdown(payload))
+    elif args.cmd == "lsp-overhead":
+        from .lsp_overhead import main_from_args
+
+        return main_from_args(args)
     else:  # pragma: no cover - argparse rejects unknown commands
         return 2
     print(f"\nwrote {args.out}/{args.name}.json and .md in {time.monotonic() - t0:.1f} s",
