@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import aiohttp
 
@@ -151,7 +151,7 @@ class LocalProcessProvisioner:
                     async with s.get(handle.url + "/health") as r:
                         if r.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 now = time.monotonic()
                 if now - t0 > self.start_timeout_s:
@@ -163,24 +163,12 @@ class LocalProcessProvisioner:
                 await asyncio.sleep(0.25)
 
     async def stop(self, handle: ReplicaHandle) -> None:
-        proc = handle.process
-        if proc is None or proc.poll() is not None:
-            return
-        _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(proc.wait)
+        """Stop the replica and everything it started: engines spawn workers into its process
+        group, and they must not outlive it."""
+        from .vllm_engine import stop as stop_process_group
 
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal the replica's own process group (engines start workers of their own)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
+        if handle.process is not None:
+            await asyncio.to_thread(stop_process_group, handle.process, self.stop_timeout_s)
 
 
 def _tail(path: str | None, lines: int = 15) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from cato_backend import model_assets, vllm_engine
+from cato_backend.provisioner import free_port
+from cato_backend.vllm_engine import _group_alive
 
 pytestmark = [
     pytest.mark.vllm,
@@ -22,24 +23,10 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def replica(tmp_path_factory) -> Iterator[str]:
     model_dir = model_assets.ensure_default_model()
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
     command = vllm_engine.vllm_command(
         model_dir, "127.0.0.1", port, model_assets.DEFAULT_MODEL, 2048, ["--max-num-seqs", "4"]
