@@ -52,7 +52,7 @@ class Backend:
             self.pools[name] = Pool(name, profile, router, config.queue.live_per_violated)
         self.profiler = Profiler({n: p.profile for n, p in self.pools.items()})
         self.orchestrator = Orchestrator(config, self.pools, self.profiler, self.clock)
-        self.metrics = Metrics(self.pools)
+        self.metrics = Metrics(self.pools, self.clock)
         self.handles: dict[str, ReplicaHandle] = {}
         self._tasks: list[asyncio.Task] = []
         self._bring_ups: dict[str, asyncio.Task] = {}
@@ -255,6 +255,8 @@ class Backend:
                     "url": r.url, "pid": r.pid, "queue_length": len(r.queue),
                     "running": len(r.running), "max_in_flight": r.max_in_flight,
                     "served": r.served, "failed": r.failed,
+                    "busy_s": round(r.utilization(now)[0], 2),
+                    "provisioned_s": round(r.utilization(now)[1], 2),
                     "uptime_s": round(now - r.ready_at, 1) if r.ready_at else None,
                     "start_s": round(r.ready_at - r.started_at, 1) if r.ready_at else None,
                     "detail": r.detail or None,
@@ -268,6 +270,7 @@ class Backend:
                            "ttft_factor": round(p.profile.ttft_factor, 3),
                            "decode_factor": round(p.profile.decode_factor, 3),
                            "pending": len(p.pending),
+                           **p.utilization_summary(now),
                            "autoscaler": None if self.config.models[n].autoscale is None else {
                                **self.config.models[n].autoscale.model_dump(
                                    include={"policy", "min_replicas", "max_replicas"}),

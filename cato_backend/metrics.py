@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .clock import Clock
 from .kinds import TaskKind
 from .pool import Pool, ReplicaState
 
@@ -20,7 +21,7 @@ OUTCOMES = ("met", "violated", "error", "cancelled")
 
 
 class Metrics:
-    def __init__(self, pools: Mapping[str, Pool]) -> None:
+    def __init__(self, pools: Mapping[str, Pool], clock: Clock) -> None:
         self.registry = CollectorRegistry()
         self.tasks = Counter("cato_tasks", "Tasks by kind and outcome (met / violated its SLA, "
                              "error, cancelled)", ["kind", "outcome"], registry=self.registry)
@@ -29,7 +30,7 @@ class Metrics:
         self.e2e = Histogram("cato_e2e_seconds", "End-to-end time of a task",
                              ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.outcomes: _Counter[tuple[str, str]] = _Counter()
-        self.registry.register(_PoolCollector(pools, self))
+        self.registry.register(_PoolCollector(pools, self, clock))
 
     def record(self, kind: str, outcome: str, ttft_s: float | None = None,
                e2e_s: float | None = None) -> None:
@@ -53,9 +54,10 @@ class Metrics:
 
 
 class _PoolCollector:
-    def __init__(self, pools: Mapping[str, Pool], metrics: Metrics) -> None:
+    def __init__(self, pools: Mapping[str, Pool], metrics: Metrics, clock: Clock) -> None:
         self.pools = pools
         self.metrics = metrics
+        self.clock = clock
 
     def collect(self) -> Iterable[Metric]:
         queue = GaugeMetricFamily("cato_queue_length", "Requests waiting in a replica's queue",
@@ -69,8 +71,27 @@ class _PoolCollector:
         decisions = CounterMetricFamily("cato_router_decisions", "Router decisions by the "
                                         "priority they gave (0 violated, 1 at risk, 2 on time)",
                                         labels=["model", "priority"])
+        now = self.clock.now()
+        busy = CounterMetricFamily("cato_replica_busy_seconds", "Time a replica had at least "
+                                   "one request running", labels=["model", "replica"])
+        provisioned = CounterMetricFamily("cato_replica_provisioned_seconds", "Replica time "
+                                          "spent, cold start included", labels=["model", "replica"])
+        utilization = GaugeMetricFamily("cato_utilization_ratio", "Busy over provisioned "
+                                        "replica time, whole pool", labels=["model"])
+        scaling = CounterMetricFamily("cato_autoscaler_decisions", "Autoscaler decisions that "
+                                      "changed the pool (last 50 kept)", labels=["model", "action"])
         for model, pool in self.pools.items():
             pending.add_metric([model], len(pool.pending))
+            for r in pool.replicas:
+                b, p = r.utilization(now)
+                busy.add_metric([model, r.id], b)
+                provisioned.add_metric([model, r.id], p)
+            b, p = pool.utilization(now)
+            if p > 0:
+                utilization.add_metric([model], b / p)
+            for action in ("up", "down"):
+                scaling.add_metric([model, action],
+                                   sum(d.action == action for d in pool.scale_log))
             for prio, n in enumerate(pool.decisions_by_priority):
                 decisions.add_metric([model, str(prio)], n)
             for r in pool.replicas:
@@ -83,4 +104,5 @@ class _PoolCollector:
         for kind, g in self.metrics.goodput().items():
             if g["goodput"] is not None:
                 goodput.add_metric([kind], g["goodput"])
-        return [queue, running, state, pending, decisions, goodput]
+        return [queue, running, state, pending, decisions, goodput, busy, provisioned,
+                utilization, scaling]

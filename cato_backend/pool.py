@@ -64,6 +64,16 @@ class Replica:
     served: int = 0
     failed: int = 0
     idle_since: float | None = None  # ready with nothing running or queued since then
+    busy_s: float = 0.0  # time with at least one request running, up to busy_since
+    busy_since: float | None = None
+    stopped_at: float | None = None
+
+    def utilization(self, now: float) -> tuple[float, float]:
+        """(busy seconds, provisioned seconds): provisioned from the start request, cold
+        start included (it is replica time spent), to the stop."""
+        busy = self.busy_s + (now - self.busy_since if self.busy_since is not None else 0.0)
+        end = self.stopped_at if self.stopped_at is not None else now
+        return busy, max(0.0, end - self.started_at)
 
     def __post_init__(self) -> None:
         self.queue: ReplicaQueue[Job] = ReplicaQueue(self.ordering, self.live_per_violated)
@@ -129,6 +139,11 @@ class Pool:
         if now is not None:
             idle = r.state is ReplicaState.READY and not r.running and not len(r.queue)
             r.idle_since = (r.idle_since if r.idle_since is not None else now) if idle else None
+            if r.running and r.busy_since is None:
+                r.busy_since = now
+            elif not r.running and r.busy_since is not None:
+                r.busy_s += now - r.busy_since
+                r.busy_since = None
         i = self._index[r.id]
         self._routable[i] = r.routable
         self._running[i] = len(r.running)
@@ -256,6 +271,8 @@ class Pool:
     def mark_stopped(self, replica: Replica, now: float, detail: str = "") -> None:
         replica.state = ReplicaState.STOPPED
         replica.detail = detail
+        if replica.stopped_at is None:
+            replica.stopped_at = now
         self.sync(replica, now)
         self._evacuate(replica, now)
 
@@ -299,6 +316,16 @@ class Pool:
         self.load_samples.append((now, self.ongoing()))
 
     # -- reporting -----------------------------------------------------------------------
+
+    def utilization(self, now: float) -> tuple[float, float]:
+        """(busy, provisioned) replica-seconds over the pool's whole life."""
+        pairs = [r.utilization(now) for r in self.replicas]
+        return sum(b for b, _ in pairs), sum(p for _, p in pairs)
+
+    def utilization_summary(self, now: float) -> dict[str, float | None]:
+        busy, provisioned = self.utilization(now)
+        return {"replica_seconds": round(provisioned, 1),
+                "utilization": round(busy / provisioned, 4) if provisioned > 0 else None}
 
     def ready_count(self) -> int:
         return sum(r.routable for r in self.replicas)

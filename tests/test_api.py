@@ -318,10 +318,14 @@ async def test_status_metrics_and_healthz(emulated_backend):
         assert "queue_length" in rep
     assert status["goodput"]["completion"]["total"] == 1
     assert status["models"]["smollm2"]["emulated"] is True
+    assert 0 < status["models"]["smollm2"]["utilization"] <= 1
+    assert status["models"]["smollm2"]["replica_seconds"] > 0
+    assert sum(r["busy_s"] for r in status["replicas"]) > 0
     names = {ln.split("{")[0].split(" ")[0] for ln in metrics.splitlines() if ln and not ln.startswith("#")}
     assert names and all(n.startswith("cato_") for n in names)
     for expected in ("cato_tasks_total", "cato_ttft_seconds_bucket", "cato_e2e_seconds_bucket",
-                     "cato_queue_length", "cato_replica_state", "cato_goodput_ratio"):
+                     "cato_queue_length", "cato_replica_state", "cato_goodput_ratio",
+                     "cato_replica_busy_seconds_total", "cato_utilization_ratio"):
         assert expected in names
     assert health == {"status": "ok", "ready_replicas": 2}
 

@@ -128,3 +128,15 @@ async def test_a_replica_becoming_ready_takes_queued_work_from_the_busy_one():
     pool.mark_ready(pool.replicas[1], client=object(), now=2.0)
     assert jobs[1].granted.done() and jobs[1].replica is pool.replicas[1]  # most urgent moved
     assert len(pool.replicas[0].queue) + len(pool.replicas[1].queue) == 1
+
+
+async def test_utilization_is_busy_time_over_provisioned_time():
+    pool = make_pool(1, max_in_flight=2)  # replica started at t=0
+    a, b = job(), job()
+    pool.submit(a, now=2.0)
+    pool.submit(b, now=3.0)
+    pool.finish(a, now=4.0)
+    pool.finish(b, now=6.0)  # busy from 2 to 6, overlapping requests counted once
+    assert pool.replicas[0].utilization(now=10.0) == (4.0, 10.0)
+    pool.mark_stopped(pool.replicas[0], now=12.0)
+    assert pool.utilization(now=20.0) == (4.0, 12.0)  # a stopped replica costs no more
