@@ -31,6 +31,13 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_ATTEMPTS = 2  # a node whose replica fails before its first token is retried once elsewhere
 
 
+def _request_tokens(req: EngineRequest) -> int:
+    """Estimated prompt tokens of one engine request (prompt, or all message contents)."""
+    if req.prompt is not None:
+        return estimate_tokens(req.prompt)
+    return estimate_tokens("".join(str(m.get("content", "")) for m in req.messages or ()))
+
+
 class TaskError(Exception):
     """The task cannot be served; `status` is the HTTP status to answer with."""
 
@@ -49,6 +56,7 @@ class Task:
     inputs: dict[str, Any]  # the request's input fields
     passthrough: EngineRequest | None = None  # the OpenAI-compatible endpoints' own request
     arrival: float = 0.0
+    prompt_tokens: int = 0  # estimated once, at admission
 
     @property
     def metric(self) -> SlaMetric:
@@ -103,23 +111,23 @@ class Orchestrator:
                     (sla_ms or kc.sla_ms) / 1000.0, max_tokens, inputs, passthrough,
                     arrival=self.clock.now())
         pool = self.pools[task.model]
-        prompt_tokens = self._prompt_tokens(task)
+        task.prompt_tokens = prompt_tokens = self._prompt_tokens(task)
         if prompt_tokens + max_tokens > pool.profile.max_model_len:
             raise TaskError(
                 f"prompt too long: about {prompt_tokens} tokens + max_tokens {max_tokens} exceed "
                 f"the model's context of {pool.profile.max_model_len} tokens", 400)
         return task
 
-    def _prompt_tokens(self, task: Task) -> int:
+    @staticmethod
+    def _prompt_tokens(task: Task) -> int:
         if task.passthrough is not None:
-            p = task.passthrough
-            return estimate_tokens(p.prompt or "".join(str(m.get("content", "")) for m in p.messages or ()))
+            return _request_tokens(task.passthrough)
         return estimate_tokens("".join(str(v) for v in task.inputs.values())) + 48  # + template
 
     # -- running -------------------------------------------------------------------------
 
     def plan(self, task: Task, graph: TaskGraph) -> SlackPlan:
-        calls = {n.name: LlmCall(task.model, self._prompt_tokens(task), task.max_tokens)
+        calls = {n.name: LlmCall(task.model, task.prompt_tokens, task.max_tokens)
                  for n in graph.nodes if n.kind is NodeKind.LLM}
         baselines = self.profiler.baselines(graph, task.metric, calls)
         return allocate_slack(graph, baselines, task.sla_s)
@@ -208,10 +216,9 @@ class Orchestrator:
     async def _llm_node(self, run: _Run, node: Node) -> None:
         task = run.task
         req = self._engine_request(run, node)
-        prompt_tokens = estimate_tokens(req.prompt or "".join(m["content"] for m in req.messages or ()))
         node_req = NodeRequest(
             deadline=task.arrival + run.plan.nodes[node.name].deadline_offset_s,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=_request_tokens(req),
             output_tokens=self.profiler.expected_output_tokens(task.kind, node.name, req.max_tokens),
             to_first_token=task.metric is SlaMetric.TTFT and node.output,
         )

@@ -246,14 +246,7 @@ class Pool:
     def rebalance(self, now: float) -> None:
         """Route all queued, not yet started work again, most urgent first: new capacity (a
         replica just ready) takes work from replicas with a backlog, instead of idling."""
-        jobs: list[Job] = []
-        for r in self.replicas:
-            queued = [j for j in r.queue.items() if not j.granted.done()]
-            for j in queued:
-                r.queue.remove(j)
-            if queued:
-                self.sync(r, now)
-            jobs += queued
+        jobs = [j for r in self.replicas for j in self._take_queued(r, now)]
         for j in sorted(jobs, key=lambda j: j.node.deadline):
             self.submit(j, now)
 
@@ -284,12 +277,16 @@ class Pool:
 
     def _evacuate(self, replica: Replica, now: float) -> None:
         """Hand a replica's queued jobs to the others (nothing accepted is dropped)."""
+        for j in self._take_queued(replica, now):
+            self.submit(j, now)
+
+    def _take_queued(self, replica: Replica, now: float) -> list[Job]:
+        """Empty a replica's queue; the jobs not yet cancelled, for routing again."""
         jobs = [j for j in replica.queue.items() if not j.granted.done()]
-        for j in jobs:
+        for j in replica.queue.items():
             replica.queue.remove(j)
         self.sync(replica, now)
-        for j in jobs:
-            self.submit(j, now)
+        return jobs
 
     def _reroute_pending(self, now: float) -> None:
         jobs, self.pending = self.pending, []

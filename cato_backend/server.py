@@ -91,7 +91,7 @@ async def _serve(request: web.Request, task: Task, emit) -> DoneEvent | None:
         if me is not None and me.cancelling():  # the client went away
             raise
         return None  # DELETE /v1/tasks/{id}
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         backend.metrics.record(kind, "cancelled")  # the client went away mid-write
         raise
     except TaskError:
