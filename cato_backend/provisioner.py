@@ -38,6 +38,12 @@ class ReplicaSpec:
     cpu_cores: str | None = None
     engine_args: tuple[str, ...] = ()
     max_batch: int = 256
+    # Where it runs: "cpu", or an accelerator ("cuda" | "npu") with the device indices the
+    # local provisioner exposes (CUDA_VISIBLE_DEVICES / ASCEND_RT_VISIBLE_DEVICES) and the
+    # share of each device's memory it may take (vLLM's --gpu-memory-utilization).
+    accelerator: str = "cpu"
+    device_ids: tuple[int, ...] = ()
+    memory_fraction: float | None = None
 
 
 @dataclass

@@ -130,7 +130,7 @@ stamp="$VENV/.cato-editable.sha256"
 want="$(sha256sum <pyproject.toml | cut -d" " -f1) $ROOT"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! installed cato "*"; then
   step "installing cato (editable) with extras dev, lsp, bench"
-  pip_install -e ".[dev,lsp,bench]" "torch==$TORCH_VERSION"
+  pip_install -e ".[dev,lsp,bench,ray]" "torch==$TORCH_VERSION"
   echo "$want" >"$stamp"
   done_step
 fi
