@@ -65,6 +65,7 @@ class Backend:
             "static": StaticProvisioner(),
             "local": LocalProcessProvisioner(config.timeouts.replica_start_s),
         }
+        self._provisioner_of: dict[str, Provisioner] = {}  # replica id -> who started it
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,8 +116,19 @@ class Backend:
         self._tasks.append(task)
         return replica
 
+    def _provisioner(self, spec: ReplicaSpec, mc: ModelConfig) -> Provisioner:
+        name = "static" if spec.engine == "static" else mc.provisioner
+        if name not in self.provisioners and name == "ray":  # optional dependency: lazily
+            from .ray_provisioner import RayProvisioner
+
+            self.provisioners[name] = RayProvisioner(
+                self.config.ray.address, namespace=self.config.ray.namespace,
+                start_timeout_s=self.config.timeouts.replica_start_s)
+        return self.provisioners[name]
+
     async def _bring_up(self, replica: Replica, spec: ReplicaSpec, mc: ModelConfig) -> None:
-        provisioner = self.provisioners["static" if spec.engine == "static" else "local"]
+        provisioner = self._provisioner(spec, mc)
+        self._provisioner_of[replica.id] = provisioner
 
         def spawned(handle: ReplicaHandle) -> None:
             replica.pid, replica.url = handle.pid, handle.url
@@ -225,7 +237,7 @@ class Backend:
             await asyncio.sleep(0.05)
         handle = self.handles.get(replica_id)
         if handle is not None:
-            await self.provisioners["local"].stop(handle)
+            await self._provisioner_of[replica_id].stop(handle)
         pool.mark_stopped(replica, self.clock.now(), "scaled down")
         self.log(f"replica {replica_id}: drained and stopped")
 
@@ -236,9 +248,8 @@ class Backend:
         for pool in self.pools.values():
             for r in pool.replicas:
                 handle = self.handles.get(r.id)
-                provisioner = self.provisioners["static" if handle is None or handle.process is None else "local"]
                 if handle is not None:
-                    await provisioner.stop(handle)
+                    await self._provisioner_of[r.id].stop(handle)
                 pool.mark_stopped(r, self.clock.now(), "backend stopped")
         if self.session is not None:
             await self.session.close()

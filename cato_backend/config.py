@@ -17,6 +17,7 @@ from .autoscaler import AutoscalerConfig
 from .kinds import TaskKind
 
 Engine = Literal["vllm", "emulated", "static"]
+ProvisionerName = Literal["local", "ray"]
 
 DEFAULT_PROFILE = "smollm2-135m-instruct.cpu-2core.json"
 
@@ -59,6 +60,9 @@ class ModelConfig(_Strict):
     fim_template: str = "{prefix}"
     cores_per_replica: int | None = Field(default=None, ge=1)
     engine_args: list[str] = Field(default_factory=list, description="extra engine arguments")
+    # Where replicas run: child processes of the backend, or Ray actors on a cluster (see
+    # `ray:`). A static engine has nothing to provision.
+    provisioner: ProvisionerName = "local"
     # Autoscaling (paper Algorithm 2, or the Ray Serve baseline): the pool starts at
     # min_replicas and moves between the bounds. None: a fixed pool of `replicas`.
     autoscale: AutoscalerConfig | None = None
@@ -116,6 +120,13 @@ class TimeoutsConfig(_Strict):
                                    "draining replica's running requests before it is stopped")
 
 
+class RayConfig(_Strict):
+    address: str | None = Field(default=None, description="cluster address (`ray start "
+                                "--head` prints it), e.g. 127.0.0.1:6379; None: RAY_ADDRESS "
+                                "or `auto`")
+    namespace: str = Field(default="cato", description="Ray namespace of the replica actors")
+
+
 class Config(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -125,6 +136,7 @@ class Config(_Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     auth_file: str | None = None
 
     @model_validator(mode="after")

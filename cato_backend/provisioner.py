@@ -110,7 +110,7 @@ class LocalProcessProvisioner:
                    "--max-batch", str(spec.max_batch)]
             if spec.profile_path:
                 cmd += ["--profile", spec.profile_path]
-            return cmd, env
+            return cmd + list(spec.engine_args), env
         if spec.engine == "vllm":
             from .vllm_engine import vllm_command, vllm_env
 
