@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 
@@ -76,6 +77,7 @@ async def _serve(config: Config) -> None:
                         for n, m in config.models.items())
     log(f"cato-backend: starting replicas ({engines}); router {config.router.policy}")
     runner, port = await start_server(backend, config.host, config.port)
+    _quiet_gc()
     log(f"cato-backend: listening on http://{config.host}:{port} "
         f"(GET /v1/status for replica states)")
     try:
@@ -85,6 +87,16 @@ async def _serve(config: Config) -> None:
         await runner.cleanup()
         await backend.stop()
         log("cato-backend: stopped")
+
+
+def _quiet_gc() -> None:
+    """Relaying streams allocates many short-lived objects; with the default thresholds the
+    collector runs every 700 allocations and its full passes walk every long-lived object
+    (configs, profiles, aiohttp's machinery): pauses that land on some request's first
+    token. Freeze what start-up made and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def _run(coro) -> None:
@@ -111,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p_emu.add_argument("--profile", default="smollm2-135m-instruct.cpu-2core.json")
     p_emu.add_argument("--model", default="SmolLM2-135M-Instruct")
     p_emu.add_argument("--max-batch", type=int, default=256)
+    p_emu.add_argument("--cold-start-s", type=float, default=0.0,
+                       help="emulate a cold start: /health answers 503 (and generation is "
+                            "refused) until this many seconds after start (default 0)")
 
     p_prof = sub.add_parser("profile", help="measure a running engine into profiles/*.json")
     from . import profile_measure  # light: aiohttp and the profile schema only
@@ -135,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         from .backend import resolve_profile_path
         from .emulator import run_emulator
 
+        if args.cold_start_s < 0:
+            print("cato-backend emulate: --cold-start-s must be >= 0", file=sys.stderr)
+            return 2
         run_emulator(args.host, args.port, resolve_profile_path(args.profile), args.model,
-                     args.max_batch)
+                     args.max_batch, args.cold_start_s)
         return 0
     if args.cmd == "profile":
         return profile_measure.main(args)

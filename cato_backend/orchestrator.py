@@ -263,7 +263,7 @@ class Orchestrator:
             batch_at_start = len(replica.running)
             parts: list[str] = []
             first_at: float | None = None
-            tokens = 0
+            tokens = pieces = 0
             try:
                 async with contextlib.aclosing(replica.client.stream(req)) as stream:
                     async for chunk in stream:
@@ -276,6 +276,7 @@ class Orchestrator:
                             if node.output and run.first_token_at is None:
                                 run.first_token_at = first_at
                         parts.append(chunk.text)
+                        pieces += chunk.pieces
                         await run.emit({"type": "token", "node": node.name, "text": chunk.text})
             except ReplicaError as e:
                 outcome = False
@@ -286,7 +287,7 @@ class Orchestrator:
             end = self.clock.now()
             outcome = True
             met = (first_at or end if node_req.to_first_token else end) <= node_req.deadline
-            tokens = tokens or len(parts)
+            tokens = tokens or pieces
             if first_at is not None:
                 pool.profile.observe_ttft(node_req.prompt_tokens, first_at - granted_at)
                 pool.profile.observe_decode(tokens, end - first_at, (batch_at_start + len(replica.running)) / 2)

@@ -63,6 +63,21 @@ class StreamChunk:
     finish_reason: str | None
     prompt_tokens: int | None = None  # from the usage chunk when the engine sends one
     completion_tokens: int | None = None
+    pieces: int = 1  # engine events merged into this chunk (see `merge`)
+
+    @staticmethod
+    def merge(chunks: list[StreamChunk]) -> StreamChunk:
+        """The events of one network read as one chunk: text joined, the last finish reason
+        and usage kept."""
+        if len(chunks) == 1:
+            return chunks[0]
+        def last(attr: str):
+            return next((v for c in reversed(chunks) if (v := getattr(c, attr)) is not None),
+                        None)
+
+        return StreamChunk("".join(c.text for c in chunks), last("finish_reason"),
+                           last("prompt_tokens"), last("completion_tokens"),
+                           sum(c.pieces for c in chunks if c.text))
 
 
 class ReplicaError(Exception):
@@ -170,6 +185,7 @@ class ReplicaClient:
         connect_timeout_s: float = 5.0,
         first_token_timeout_s: float = 60.0,
         idle_timeout_s: float = 30.0,
+        relay_interval_s: float = 0.0,
         api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -177,6 +193,8 @@ class ReplicaClient:
         self._connect_timeout_s = connect_timeout_s
         self._first_token_timeout_s = first_token_timeout_s
         self._idle_timeout_s = idle_timeout_s
+        self._relay_interval_s = relay_interval_s
+        self._finishing: set[asyncio.Task] = set()  # streams read to their end after [DONE]
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Only the socket connect is bounded by aiohttp; the stream's own deadlines are ours
         # (the session's default 300 s total would cut long streams).
@@ -189,6 +207,11 @@ class ReplicaClient:
 
     async def stream(self, req: EngineRequest) -> AsyncIterator[StreamChunk]:
         """Stream one request. Raises ReplicaError; closing the iterator aborts the request.
+
+        Yields one chunk per network read: the events that arrived together are merged
+        (StreamChunk.merge). Unloaded, that is one token per chunk; when the backend falls
+        behind, tokens that queued up are relayed together, so the per-token cost (parse,
+        re-encode, socket write) shrinks exactly when the event loop is busiest.
 
         Until the first token, everything (connect, queueing, prefill) must fit in
         first_token_timeout_s; after it, no gap between reads may exceed idle_timeout_s.
@@ -221,7 +244,14 @@ class ReplicaClient:
 
                 events = _SSEDecoder()
                 finished = False
+                last_yield = 0.0
                 while True:
+                    if started and self._relay_interval_s:
+                        # After the first token, relay at most once per interval: tokens
+                        # that come faster wait in the socket buffer and go out together.
+                        wait = last_yield + self._relay_interval_s - loop.time()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
                     try:
                         if started:
                             async with asyncio.timeout(self._idle_timeout_s):
@@ -233,16 +263,22 @@ class ReplicaClient:
                         limit = self._idle_timeout_s if started else self._first_token_timeout_s
                         what = "between chunks" if started else "before the first token"
                         raise fail("timeout", f"no data for {limit:g}s {what}") from None
+                    batch: list[StreamChunk] = []
                     for data in events.feed(block):
                         if data.strip() == "[DONE]":
                             clean = True
-                            return
+                            break
                         chunk = _parse_event(data, chat)
-                        if chunk is None:
-                            continue
+                        if chunk is not None:
+                            batch.append(chunk)
+                    if batch:
+                        chunk = StreamChunk.merge(batch)
                         finished = finished or chunk.finish_reason is not None
                         started = started or bool(chunk.text)
+                        last_yield = loop.time()
                         yield chunk
+                    if clean:
+                        return
                     if not block:  # EOF
                         if finished:  # some servers omit [DONE] after the finish_reason
                             clean = True
@@ -267,10 +303,30 @@ class ReplicaClient:
             # On abort (aclose, cancellation) or error, close the connection so the engine
             # sees the disconnect; only a cleanly finished stream goes back to the pool.
             if resp is not None:
-                if clean:
-                    resp.release()
-                else:
+                if not clean:
                     resp.close()
+                elif resp.content.at_eof():
+                    resp.release()
+                else:  # [DONE] came before the body's end; don't make the caller wait for it
+                    self._finish_in_background(resp)
+
+    def _finish_in_background(self, resp: aiohttp.ClientResponse) -> None:
+        """Read a finished stream to the end of its body, then return the connection to the
+        pool (released before that, aiohttp would close it, and the next request would pay
+        for a new connect on its time to first token)."""
+        async def finish() -> None:
+            try:
+                async with asyncio.timeout(self._idle_timeout_s):
+                    while await resp.content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                resp.close()
+            else:
+                resp.release()
+
+        task = asyncio.get_running_loop().create_task(finish())
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def health(self, timeout_s: float = 2.0) -> bool:
         """GET /health answered 200 within timeout_s."""
