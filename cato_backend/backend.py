@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import replace
 
 import aiohttp
 
 from .clock import Clock, MonotonicClock
+from .accelerators import Inventory, cpu_inventory, detect_inventory
 from .config import Config, ModelConfig
 from .metrics import Metrics
 from .orchestrator import Orchestrator
+from .placement import NoCapacity, Packer
 from .pool import Pool, Replica, ReplicaState
 from .profiler import OnlineProfile, Profiler
 from .profiles import PROFILES_DIR, load_profile
@@ -41,7 +44,8 @@ def core_ranges(n_replicas: int, cores_per_replica: int | None) -> list[str | No
 
 
 class Backend:
-    def __init__(self, config: Config, clock: Clock | None = None, log: Log = print) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None, log: Log = print,
+                 inventory: Inventory | None = None) -> None:
         self.config = config
         self.clock = clock or MonotonicClock()
         self.log = log
@@ -66,6 +70,11 @@ class Backend:
             "local": LocalProcessProvisioner(config.timeouts.replica_start_s),
         }
         self._provisioner_of: dict[str, Provisioner] = {}  # replica id -> who started it
+        self.specs: dict[str, ReplicaSpec] = {}  # replica id -> how it was started (placed)
+        # Accelerator memory bookkeeping for local replicas; the inventory is probed (in a
+        # child process) only when some model may want an accelerator.
+        self.packer: Packer | None = Packer(inventory) if inventory is not None else None
+        self._inventory_task: asyncio.Future[Inventory] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -74,6 +83,11 @@ class Backend:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
             timeout=aiohttp.ClientTimeout(total=None))
+        if self.packer is None:
+            if any(self._may_use_accelerator(mc) for mc in self.config.models.values()):
+                self._inventory_task = asyncio.ensure_future(asyncio.to_thread(detect_inventory))
+            else:
+                self.packer = Packer(cpu_inventory("not probed: no model asks for one"))
         for name, mc in self.config.models.items():
             if mc.engine == "vllm" and mc.path is None:
                 from .model_assets import ensure_default_model
@@ -116,6 +130,65 @@ class Backend:
         self._tasks.append(task)
         return replica
 
+    # -- placement -------------------------------------------------------------------------
+
+    @staticmethod
+    def _may_use_accelerator(mc: ModelConfig) -> bool:
+        return (mc.engine != "static" and mc.provisioner == "local"
+                and (mc.accelerator in ("cuda", "npu")
+                     or (mc.accelerator == "auto" and mc.engine == "vllm")))
+
+    async def _packer(self) -> Packer:
+        if self.packer is None:
+            assert self._inventory_task is not None
+            inventory = await asyncio.shield(self._inventory_task)
+            if self.packer is None:
+                self.packer = Packer(inventory)
+                found = ", ".join(f"{d.kind}:{d.index} {d.name}" for d in inventory.devices)
+                self.log(f"cato-backend: accelerators: {found or 'none'} ({inventory.source}); "
+                         f"{inventory.cpu_cores} CPU cores")
+        return self.packer
+
+    def accelerator_of(self, mc: ModelConfig) -> str:
+        """What a model's local replicas run on ("cpu", "cuda", "npu"), once probed."""
+        if mc.accelerator != "auto":
+            return mc.accelerator
+        if mc.engine != "vllm" or self.packer is None:
+            return "cpu"
+        return self.packer.inventory.kind
+
+    async def _place(self, spec: ReplicaSpec, mc: ModelConfig) -> ReplicaSpec:
+        """Reserve a device share for a replica about to start (raises NoCapacity)."""
+        if spec.engine == "static":
+            return spec
+        if mc.provisioner != "local":  # Ray places actors itself, by fractional resources
+            if mc.accelerator in ("cuda", "npu"):
+                return replace(spec, accelerator=mc.accelerator,
+                               memory_fraction=mc.memory_fraction)
+            return spec
+        if self._may_use_accelerator(mc):
+            await self._packer()
+        accelerator = self.accelerator_of(mc)
+        if accelerator == "cpu":
+            return spec
+        assert self.packer is not None
+        if self.packer.inventory.kind != accelerator:
+            raise NoCapacity(f"{mc.served_name} asks for {accelerator}, but this machine has "
+                             f"{self.packer.inventory.kind} ({self.packer.inventory.source})")
+        placed = self.packer.place(spec.replica_id, mc.memory_fraction)
+        return replace(spec, accelerator=accelerator, device_ids=(placed.device.index,),
+                       memory_fraction=mc.memory_fraction, cpu_cores=None)
+
+    def _release(self, replica_id: str) -> None:
+        if self.packer is not None:
+            self.packer.release(replica_id)
+
+    def _free_slots(self, mc: ModelConfig) -> int | None:
+        """Replicas of this model that still fit on the accelerators; None: no such bound."""
+        if self.packer is None or mc.provisioner != "local" or self.accelerator_of(mc) == "cpu":
+            return None
+        return self.packer.free_slots(mc.memory_fraction)
+
     def _provisioner(self, spec: ReplicaSpec, mc: ModelConfig) -> Provisioner:
         name = "static" if spec.engine == "static" else mc.provisioner
         if name not in self.provisioners and name == "ray":  # optional dependency: lazily
@@ -134,10 +207,13 @@ class Backend:
             replica.pid, replica.url = handle.pid, handle.url
 
         try:
+            spec = self.specs[replica.id] = await self._place(spec, mc)
             handle = await provisioner.start(spec, self.log, spawned)
         except asyncio.CancelledError:
+            self._release(replica.id)
             raise
         except Exception as e:  # the replica is reported stopped; the others keep serving
+            self._release(replica.id)
             self.pools[replica.model].mark_stopped(replica, self.clock.now(), str(e))
             self.log(f"replica {replica.id}: failed to start: {e}")
             return
@@ -146,10 +222,12 @@ class Backend:
         t = self.config.timeouts
         assert self.session is not None
         client = ReplicaClient(handle.url, self.session, connect_timeout_s=t.connect_s,
-                               first_token_timeout_s=t.first_token_s, idle_timeout_s=t.idle_s)
+                               first_token_timeout_s=t.first_token_s, idle_timeout_s=t.idle_s,
+                               relay_interval_s=t.relay_interval_ms / 1000)
         pool = self.pools[replica.model]
         if replica.state is not ReplicaState.STARTING:  # removed while it was starting
             await provisioner.stop(handle)
+            self._release(replica.id)
             return
         pool.mark_ready(replica, client, self.clock.now())
         if handle.started_s is not None:  # measured start-up feeds the autoscaler
@@ -172,6 +250,7 @@ class Backend:
                     code = handle.exited() if handle else None
                     if code is not None:
                         pool.mark_stopped(r, self.clock.now(), f"process exited with code {code}")
+                        self._release(r.id)
                         self.log(f"replica {r.id}: process {r.pid} exited with code {code}")
                         continue
                     healthy = await r.client.health(timeout_s=min(2.0, interval))
@@ -217,6 +296,7 @@ class Backend:
                          if t >= since),
             load=tuple(LoadSample(t, n) for t, n in pool.load_samples if t >= since),
             cold_start_s=self.cold_start_s.get(name),
+            free_slots=self._free_slots(self.config.models[name]),
             waiting=sum(not j.granted.done() for j in pool.pending),
         )
 
@@ -238,6 +318,7 @@ class Backend:
         handle = self.handles.get(replica_id)
         if handle is not None:
             await self._provisioner_of[replica_id].stop(handle)
+        self._release(replica_id)
         pool.mark_stopped(replica, self.clock.now(), "scaled down")
         self.log(f"replica {replica_id}: drained and stopped")
 
@@ -250,6 +331,7 @@ class Backend:
                 handle = self.handles.get(r.id)
                 if handle is not None:
                     await self._provisioner_of[r.id].stop(handle)
+                self._release(r.id)
                 pool.mark_stopped(r, self.clock.now(), "backend stopped")
         if self.session is not None:
             await self.session.close()
@@ -271,6 +353,7 @@ class Backend:
                     "uptime_s": round(now - r.ready_at, 1) if r.ready_at else None,
                     "start_s": round(r.ready_at - r.started_at, 1) if r.ready_at else None,
                     "detail": r.detail or None,
+                    **self._placement_of(r.id),
                 })
         return {
             "router": self.config.router.policy,
@@ -296,4 +379,15 @@ class Backend:
                       for k, kc in self.config.kinds.items()},
             "replicas": replicas,
             "goodput": self.metrics.goodput(),
+            "accelerators": None if self.packer is None else {  # None: still probing
+                **self.packer.inventory.as_dict(), "reservations": self.packer.as_dict()},
         }
+
+    def _placement_of(self, replica_id: str) -> dict:
+        spec = self.specs.get(replica_id)
+        if spec is None or spec.engine == "static":
+            return {}
+        if spec.accelerator == "cpu":
+            return {"accelerator": "cpu", "cpu_cores": spec.cpu_cores}
+        return {"accelerator": spec.accelerator, "devices": list(spec.device_ids),
+                "memory_fraction": spec.memory_fraction}

@@ -63,6 +63,14 @@ class ModelConfig(_Strict):
     # Where replicas run: child processes of the backend, or Ray actors on a cluster (see
     # `ray:`). A static engine has nothing to provision.
     provisioner: ProvisionerName = "local"
+    # What a replica runs on. auto: a vllm replica takes the accelerator the machine has
+    # (CUDA GPU or Ascend NPU, found through torch / torch_npu), else CPU cores; emulated
+    # replicas need none. On an accelerator each replica reserves `memory_fraction` of one
+    # device's memory (vLLM's --gpu-memory-utilization), so replicas of one or several
+    # models share a device while their fractions fit (e.g. two models at 0.45).
+    accelerator: Literal["auto", "cpu", "cuda", "npu"] = "auto"
+    memory_fraction: float = Field(default=0.9, gt=0, le=1, description="share of one "
+                                   "device's memory per replica (vLLM's default 0.9)")
     # Autoscaling (paper Algorithm 2, or the Ray Serve baseline): the pool starts at
     # min_replicas and moves between the bounds. None: a fixed pool of `replicas`.
     autoscale: AutoscalerConfig | None = None
@@ -113,6 +121,11 @@ class TimeoutsConfig(_Strict):
     connect_s: float = Field(default=5.0, gt=0)
     first_token_s: float = Field(default=120.0, gt=0)
     idle_s: float = Field(default=60.0, gt=0)
+    # After a stream's first token, relay its tokens at most once per this interval (the
+    # first token is never held). Tokens that arrive faster are sent together, which cuts
+    # the backend's per-token work under load (bench/results/overhead.md); a token waits
+    # at most this long. Like vLLM's --stream-interval. 0: relay every read at once.
+    relay_interval_ms: float = Field(default=5.0, ge=0, le=100)
     replica_start_s: float = Field(default=600.0, gt=0)
     health_interval_s: float = Field(default=2.0, gt=0)
     scaling_tick_s: float = Field(default=1.0, gt=0, description="how often autoscalers decide")

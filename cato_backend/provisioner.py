@@ -21,6 +21,8 @@ from typing import Protocol
 
 import aiohttp
 
+from .accelerators import VISIBLE_DEVICES_ENV
+
 Log = Callable[[str], None]
 
 
@@ -104,6 +106,9 @@ class LocalProcessProvisioner:
 
     def command(self, spec: ReplicaSpec, port: int) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
+        if spec.device_ids and spec.accelerator in VISIBLE_DEVICES_ENV:
+            # The replica sees only its devices (they are its device 0, 1, ...).
+            env[VISIBLE_DEVICES_ENV[spec.accelerator]] = ",".join(map(str, spec.device_ids))
         if spec.engine == "emulated":
             cmd = [sys.executable, "-m", "cato_backend.cli", "emulate", "--host", spec.host,
                    "--port", str(port), "--model", spec.served_name,
@@ -115,9 +120,13 @@ class LocalProcessProvisioner:
             from .vllm_engine import vllm_command, vllm_env
 
             assert spec.model_dir
+            args = spec.engine_args
+            if (spec.accelerator != "cpu" and spec.memory_fraction is not None
+                    and "--gpu-memory-utilization" not in args):
+                args = ("--gpu-memory-utilization", f"{spec.memory_fraction:g}", *args)
             cmd = vllm_command(Path(spec.model_dir), spec.host, port, spec.served_name,
-                               spec.max_model_len, spec.engine_args)
-            return cmd, vllm_env(env, spec.cpu_cores)
+                               spec.max_model_len, args)
+            return cmd, vllm_env(env, spec.cpu_cores, accelerator=spec.accelerator)
         raise ValueError(f"a local process cannot run engine {spec.engine!r}")
 
     async def start(self, spec: ReplicaSpec, log: Log, spawned: Spawned | None = None

@@ -145,15 +145,20 @@ def allowed_cpus_spec() -> str:
 
 
 def vllm_env(
-    base: Mapping[str, str], cpu_cores: str | None, kv_cache_gib: float = 1
+    base: Mapping[str, str], cpu_cores: str | None, kv_cache_gib: float = 1,
+    accelerator: str = "cpu",
 ) -> dict[str, str]:
-    """Environment for one vLLM-CPU replica.
+    """Environment for one vLLM replica.
 
     cpu_cores: the cores its OpenMP threads are bound to (`"0-1"`, `"1"`, `"0,2"`); None binds
     to every CPU this process may use. kv_cache_gib: KV-cache size (vLLM-CPU takes whole GiB;
-    rounded up, at least 1).
+    rounded up, at least 1). On an accelerator ("cuda", "npu") only the offline settings
+    apply: its memory share is a flag (--gpu-memory-utilization), its devices a variable the
+    provisioner sets.
     """
     env = dict(base)
+    if accelerator != "cpu":
+        return _offline(env)
     env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(kv_cache_gib)))
     env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_cores or allowed_cpus_spec()
     if env["VLLM_CPU_OMP_THREADS_BIND"] == "auto":
@@ -173,7 +178,10 @@ def vllm_env(
             preload.append(iomp)
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
+    return _offline(env)
 
+
+def _offline(env: dict[str, str]) -> dict[str, str]:
     # A local model directory needs no hub; machines without internet would otherwise wait
     # on network time-outs. Respect explicit settings in `base`.
     env.setdefault("HF_HUB_OFFLINE", "1")

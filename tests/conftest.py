@@ -63,11 +63,11 @@ class RunningBackend:
             await asyncio.sleep(0.05)
 
 
-async def start_backend(config) -> RunningBackend:
+async def start_backend(config, **backend_args: Any) -> RunningBackend:
     from cato_backend.backend import Backend
     from cato_backend.server import start_server
 
-    backend = Backend(config, log=lambda m: None)
+    backend = Backend(config, log=lambda m: None, **backend_args)
     runner, port = await start_server(backend, "127.0.0.1", 0)
     return RunningBackend(backend, runner, port)
 
