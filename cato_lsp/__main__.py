@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="persistent result cache (default: $CATO_LSP_CACHE_DIR, else "
                         "~/.cache/cato/lsp)")
     p.add_argument("--tcp", action="store_true", help="serve one client over TCP, not stdio")
+    # Clients such as vscode-languageclient add --stdio when told the transport; it is ours
+    # by default, so accept it rather than fail to start.
+    p.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
     p.add_argument("--host", default="127.0.0.1", help="TCP address (with --tcp)")
     p.add_argument("--port", type=int, default=2087, help="TCP port (with --tcp)")
     p.add_argument("--log-level", default="WARNING",
