@@ -67,7 +67,8 @@ class Backend:
         self.session: aiohttp.ClientSession | None = None
         self.provisioners: dict[str, Provisioner] = {
             "static": StaticProvisioner(),
-            "local": LocalProcessProvisioner(config.timeouts.replica_start_s),
+            "local": LocalProcessProvisioner(config.timeouts.replica_start_s,
+                                             config.timeouts.replica_stop_s),
         }
         self._provisioner_of: dict[str, Provisioner] = {}  # replica id -> who started it
         self.specs: dict[str, ReplicaSpec] = {}  # replica id -> how it was started (placed)
@@ -196,7 +197,8 @@ class Backend:
 
             self.provisioners[name] = RayProvisioner(
                 self.config.ray.address, namespace=self.config.ray.namespace,
-                start_timeout_s=self.config.timeouts.replica_start_s)
+                start_timeout_s=self.config.timeouts.replica_start_s,
+                stop_timeout_s=self.config.timeouts.replica_stop_s)
         return self.provisioners[name]
 
     async def _bring_up(self, replica: Replica, spec: ReplicaSpec, mc: ModelConfig) -> None:
@@ -333,6 +335,10 @@ class Backend:
                     await self._provisioner_of[r.id].stop(handle)
                 self._release(r.id)
                 pool.mark_stopped(r, self.clock.now(), "backend stopped")
+        for provisioner in self.provisioners.values():  # e.g. Ray: disconnect from the cluster
+            close = getattr(provisioner, "close", None)
+            if close is not None:
+                await close()
         if self.session is not None:
             await self.session.close()
 

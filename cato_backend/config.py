@@ -127,6 +127,7 @@ class TimeoutsConfig(_Strict):
     # at most this long. Like vLLM's --stream-interval. 0: relay every read at once.
     relay_interval_ms: float = Field(default=5.0, ge=0, le=100)
     replica_start_s: float = Field(default=600.0, gt=0)
+    replica_stop_s: float = Field(default=15.0, gt=0, description="SIGTERM to SIGKILL")
     health_interval_s: float = Field(default=2.0, gt=0)
     scaling_tick_s: float = Field(default=1.0, gt=0, description="how often autoscalers decide")
     drain_timeout_s: float = Field(default=120.0, gt=0, description="longest wait for a "

@@ -241,11 +241,31 @@ def wait_ready(
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:  # the id now belongs to someone else's group: ours is gone
         return False
+    # killpg also reaches zombies: exited workers whose parent is gone stay in the group
+    # until init reaps them, which can take seconds; they are dead already.
+    return _live_members(pgid) != 0
+
+
+def _live_members(pgid: int) -> int | None:
+    """Processes of a group that are not zombies (Linux /proc; None when unreadable)."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    live = 0
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            live += 1
+    return live
 
 
 def _wait_group(proc: subprocess.Popen, timeout_s: float) -> bool:
