@@ -212,6 +212,11 @@ class _ChatBody(_RequestBody):
 
 ENGINE_KEY = web.AppKey("engine", EmulatedEngine)
 MODEL_KEY = web.AppKey("model_name", str)
+READY_AT_KEY = web.AppKey("ready_at", float)  # loop time when the emulated cold start ends
+
+
+def _starting(request: web.Request) -> bool:
+    return asyncio.get_running_loop().time() < request.app[READY_AT_KEY]
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:
@@ -230,6 +235,8 @@ async def _label(request: web.Request, response: web.StreamResponse) -> None:
 
 async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     engine, model = request.app[ENGINE_KEY], request.app[MODEL_KEY]
+    if _starting(request):
+        return _error(503, "engine is starting (emulated cold start)", "ServiceUnavailableError")
     try:
         raw = await request.json()
         body = _ChatBody.model_validate(raw) if chat else _CompletionBody.model_validate(raw)
@@ -338,18 +345,25 @@ async def _models(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    return web.Response(status=200)
+    return web.Response(status=503 if _starting(request) else 200)
 
 
 async def _stats(request: web.Request) -> web.Response:
     return web.json_response({"model": request.app[MODEL_KEY], **request.app[ENGINE_KEY].stats()})
 
 
-def build_app(engine: EmulatedEngine, model_name: str) -> web.Application:
-    """The HTTP app; it starts the engine on start-up and stops it on shutdown."""
+def build_app(engine: EmulatedEngine, model_name: str, cold_start_s: float = 0.0
+              ) -> web.Application:
+    """The HTTP app; it starts the engine on start-up and stops it on shutdown. With
+    `cold_start_s` > 0 it emulates a replica loading its model: for that many seconds after
+    start-up `/health` answers 503 and generation requests are refused with 503, as a vLLM
+    server is not ready while it loads (the backend waits for a healthy `/health`)."""
+    if cold_start_s < 0:
+        raise ValueError("cold_start_s cannot be negative")
     app = web.Application()
     app[ENGINE_KEY] = engine
     app[MODEL_KEY] = model_name
+    app[READY_AT_KEY] = float("-inf")
     app.add_routes(
         [
             web.post("/v1/completions", _completions),
@@ -362,6 +376,7 @@ def build_app(engine: EmulatedEngine, model_name: str) -> web.Application:
     app.on_response_prepare.append(_label)
 
     async def start(_: web.Application) -> None:
+        app[READY_AT_KEY] = asyncio.get_running_loop().time() + cold_start_s
         await engine.start()
 
     async def stop(_: web.Application) -> None:
@@ -380,13 +395,15 @@ async def start_emulator(
     max_batch: int = 256,
     *,
     profile_name: str | None = None,
+    cold_start_s: float = 0.0,
 ) -> tuple[web.AppRunner, int]:
-    """Serve an emulated engine; port 0 picks a free port. Stop it with `runner.cleanup()`."""
+    """Serve an emulated engine; port 0 picks a free port. Stop it with `runner.cleanup()`.
+    `cold_start_s`: see `build_app` (0: ready at once)."""
     engine = EmulatedEngine(profile, max_batch=max_batch, name=profile_name)
     # handler_cancellation: a client disconnect cancels its handler even while it waits for
     # a token, so the request leaves the batch at once (how vLLM aborts).
     runner = web.AppRunner(
-        build_app(engine, model_name),
+        build_app(engine, model_name, cold_start_s),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=5.0,
@@ -407,21 +424,27 @@ def run_emulator(
     profile_path: str | Path,
     model_name: str | None = None,
     max_batch: int = 256,
+    cold_start_s: float = 0.0,
 ) -> None:
-    """Blocking entry point (`cato-backend emulate`): serve until SIGINT/SIGTERM."""
+    """Blocking entry point (`cato-backend emulate`): serve until SIGINT/SIGTERM. With
+    `cold_start_s` > 0, `/health` answers 503 for that long after start (an emulated cold
+    start: the model loading)."""
     profile = load_profile(profile_path)
     name = Path(profile_path).stem
 
     async def serve() -> None:
         runner, actual_port = await start_emulator(
-            host, port, profile, model_name or profile.model, max_batch, profile_name=name
+            host, port, profile, model_name or profile.model, max_batch, profile_name=name,
+            cold_start_s=cold_start_s,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        ready = f"; healthy after a {cold_start_s:g}s emulated cold start" if cold_start_s else ""
         print(
-            f"emulated engine (profile {name}) listening on http://{host}:{actual_port}", flush=True
+            f"emulated engine (profile {name}) listening on http://{host}:{actual_port}{ready}",
+            flush=True,
         )
         try:
             await stop.wait()

@@ -1,5 +1,6 @@
-"""`cato-bench` command line: `overhead` (backend overhead on TTFT) and `router` (router
-decision time). Each writes <out>/<name>.json and <out>/<name>.md and prints the table."""
+"""`cato-bench` command line: `overhead` (backend overhead on TTFT), `router` (router
+decision time), `lsp-overhead` and `burst` (autoscaling under a burst). Each writes
+<out>/<name>.json and <out>/<name>.md and prints the table."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .lsp_overhead import add_parser as add_lsp_overhead  # cato_lsp's overhead
 
     add_lsp_overhead(sub, _common)
+
+    from .burst import add_parser as add_burst  # autoscaling under a burst
+
+    add_burst(sub, _common)
     return parser
 
 
@@ -134,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         from .lsp_overhead import main_from_args
 
         return main_from_args(args)
+    elif args.cmd == "burst":
+        from .burst import main_from_args as burst_main
+
+        return burst_main(args)
     else:  # pragma: no cover - argparse rejects unknown commands
         return 2
     print(f"\nwrote {args.out}/{args.name}.json and .md in {time.monotonic() - t0:.1f} s",
