@@ -125,7 +125,7 @@ class TimeoutsConfig(_Strict):
     # first token is never held). Tokens that arrive faster are sent together, which cuts
     # the backend's per-token work under load (bench/results/overhead.md); a token waits
     # at most this long. Like vLLM's --stream-interval. 0: relay every read at once.
-    relay_interval_ms: float = Field(default=5.0, ge=0, le=100)
+    relay_interval_ms: float = Field(default=10.0, ge=0, le=100)
     replica_start_s: float = Field(default=600.0, gt=0)
     replica_stop_s: float = Field(default=15.0, gt=0, description="SIGTERM to SIGKILL")
     health_interval_s: float = Field(default=2.0, gt=0)
