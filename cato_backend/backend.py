@@ -272,6 +272,7 @@ class Backend:
             await asyncio.sleep(self.config.timeouts.scaling_tick_s)
             now = self.clock.now()
             pool.sample_load(now)
+            pool.report_overdue(now)
             decision, state = scaler.decide(self.scaling_context(name, scaler.retention_s), state)
             if decision.action == "hold":
                 continue

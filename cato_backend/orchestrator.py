@@ -244,10 +244,11 @@ class Orchestrator:
     async def _call_replica(self, run: _Run, node: Node, req: EngineRequest,
                             node_req: NodeRequest, excluded: frozenset[str]) -> _LlmResult:
         pool = self.pools[run.task.model]
-        job = Job(node_req, excluded=excluded)
-        decision = pool.submit(job, self.clock.now())
         node_id = f"{run.task.request_id}/{node.name}"
+        job = Job(node_req, excluded=excluded, node_id=node_id)
+        decision = pool.submit(job, self.clock.now())
         if decision.priority == PRIORITY_VIOLATED:  # the autoscaler hears of it at once
+            job.violation_reported = True
             pool.record_outcome(node_id, self.clock.now(), "violated")
         outcome: bool | None = None  # None: cancelled, not the replica's fault
         met = False
@@ -302,5 +303,6 @@ class Orchestrator:
         finally:
             now = self.clock.now()
             pool.cancel(job, now, outcome)  # frees the slot or leaves the queue
-            pool.record_outcome(node_id, now, "cancelled" if outcome is None
-                                else "met" if met else "violated")
+            result = "cancelled" if outcome is None else "met" if met else "violated"
+            if not (result == "violated" and job.violation_reported):  # once per node
+                pool.record_outcome(node_id, now, result)

@@ -39,6 +39,8 @@ class Job:
     started_at: float | None = None
     predicted_end: float = 0.0
     excluded: frozenset[str] = frozenset()  # replicas that already failed this job
+    node_id: str = ""  # task/node, for the autoscaler's slack events
+    violation_reported: bool = False  # its VIOLATED event went out (once per node)
     granted: asyncio.Future[Replica] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -303,6 +305,20 @@ class Pool:
 
     def record_outcome(self, node_id: str, now: float, outcome: str) -> None:
         self.outcomes.append((now, node_id, outcome))
+
+    def report_overdue(self, now: float) -> int:
+        """A job still waiting for a replica after its deadline has violated its slack
+        already: tell the autoscaler now, not when it finally finishes (a backlog would
+        otherwise report its violations only as fast as the replicas work through it).
+        Returns how many were reported."""
+        reported = 0
+        waiting = [j for r in self.replicas for j in r.queue.items()] + self.pending
+        for job in waiting:
+            if not job.violation_reported and job.node.deadline < now and not job.granted.done():
+                job.violation_reported = True
+                self.record_outcome(job.node_id, now, "violated")
+                reported += 1
+        return reported
 
     def ongoing(self) -> int:
         """Requests running or queued anywhere in the pool, or waiting for a replica."""

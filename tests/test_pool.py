@@ -140,3 +140,18 @@ async def test_utilization_is_busy_time_over_provisioned_time():
     assert pool.replicas[0].utilization(now=10.0) == (4.0, 10.0)
     pool.mark_stopped(pool.replicas[0], now=12.0)
     assert pool.utilization(now=20.0) == (4.0, 12.0)  # a stopped replica costs no more
+
+
+async def test_jobs_waiting_past_their_deadline_are_reported_violated_once():
+    pool = make_pool(1, max_in_flight=1)
+    running, late, later = job(deadline=2.0), job(deadline=2.0), job(deadline=50.0)
+    for i, j in enumerate((running, late, later)):
+        j.node_id = f"t{i}/fim"
+        pool.submit(j, now=1.0)
+    assert pool.report_overdue(now=1.5) == 0
+    # At 3.0 the queued job's deadline has passed; the running one may still finish in
+    # time for its own metric, so only its end tells.
+    assert pool.report_overdue(now=3.0) == 1
+    assert pool.report_overdue(now=4.0) == 0  # once per node
+    assert [(t, node, o) for t, node, o in pool.outcomes] == [(3.0, "t1/fim", "violated")]
+    assert late.violation_reported and not later.violation_reported
