@@ -272,7 +272,45 @@ class LeastLoadedRouter:
         return _plain(pool, i, req, now, f"least loaded: {pool.ids[i]} with {load[i]} requests")
 
 
-ROUTERS = ("cato", "round_robin", "p2c", "least_loaded")
+@dataclass
+class SloTierRouter:
+    """In the style of llm-d's predicted-latency scheduler: predict each replica's latency for
+    this request (FIFO wait + service, from the same profile), keep the replicas predicted to
+    meet the request's SLO and take the one with the LEAST headroom (packing, so that roomy
+    replicas stay free for tighter requests); when none meets it, choose at random weighted
+    towards low predicted latency. Replicas serve FIFO, as vLLM does; nothing is reordered."""
+
+    profile: OnlineProfile
+    seed: int = 0
+    name: str = "slo_tier"
+    ordering: Ordering = "fifo"
+    _rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def decide(self, req: NodeRequest, pool: PoolSnapshot, now: float) -> RouteDecision:
+        slack = req.deadline - now
+        if not pool.ready.any():
+            return _no_replica(slack)
+        wait = pool.wait(PRIORITY_ON_TIME)  # FIFO: behind everything queued
+        steps = 0 if req.to_first_token else max(0, req.output_tokens - 1)
+        predicted = wait + (self.profile.ttft_s(req.prompt_tokens) + steps * pool.step_s)
+        headroom = slack - predicted  # -inf where not ready
+        fits = headroom >= 0
+        if fits.any():
+            i = int(np.argmin(np.where(fits, headroom + pool.tiebreak, np.inf)))
+            why = f"least headroom {headroom[i]:.3f}s among {int(fits.sum())} that meet the SLO"
+        else:
+            ready = np.flatnonzero(pool.ready)
+            weights = 1.0 / np.maximum(predicted[ready], 1e-6)
+            i = int(self._rng.choice(ready, p=weights / weights.sum()))
+            why = f"none meets the SLO; weighted towards low latency ({predicted[i]:.3f}s)"
+        return RouteDecision(pool.ids[i], i, PRIORITY_ON_TIME, float(wait[i]),
+                             float(predicted[i] - wait[i]), slack, f"slo tier: {pool.ids[i]}, {why}")
+
+
+ROUTERS = ("cato", "round_robin", "p2c", "least_loaded", "slo_tier")
 
 
 def make_router(name: str, profile: OnlineProfile, seed: int = 0) -> Router:
@@ -284,4 +322,6 @@ def make_router(name: str, profile: OnlineProfile, seed: int = 0) -> Router:
         return PowerOfTwoRouter(seed=seed)
     if name == "least_loaded":
         return LeastLoadedRouter()
+    if name == "slo_tier":
+        return SloTierRouter(profile, seed=seed)
     raise ValueError(f"unknown router policy {name!r}; choose one of {', '.join(ROUTERS)}")

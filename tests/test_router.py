@@ -23,6 +23,7 @@ from cato_backend.router import (
     ReplicaView,
     RoundRobinRouter,
     SlackAwareRouter,
+    SloTierRouter,
     expected_waits,
     make_router,
 )
@@ -331,3 +332,29 @@ def test_make_router_knows_every_policy_and_rejects_unknown_names():
         assert make_router(name, profile).name == name
     with pytest.raises(ValueError, match="unknown router policy 'fastest'"):
         make_router("fastest", profile)
+
+
+# -- SLO tier (llm-d style) ----------------------------------------------------------------
+
+def test_slo_tier_packs_onto_the_replica_with_the_least_headroom():
+    pool = snap(busy("a", 0.5), busy("b", 0.1), ReplicaView("c"))
+    d = SloTierRouter(online()).decide(req(1.0, to_first_token=True), pool, NOW)
+    # predicted TTFT: a 0.5 + 0.2, b 0.1 + 0.2, c 0.2: all meet 1.0 s; a has the least room
+    assert d.replica_id == "a" and d.priority == PRIORITY_ON_TIME
+    assert "least headroom 0.300s among 3" in d.reason
+
+
+def test_slo_tier_without_a_fitting_replica_favours_low_latency_deterministically():
+    pool = snap(busy("slow", 9.0), busy("fast", 0.5))
+    picks = [SloTierRouter(online(), seed=7).decide(req(0.1), pool, NOW).replica_id
+             for _ in range(3)]
+    assert picks == [SloTierRouter(online(), seed=7).decide(req(0.1), pool, NOW).replica_id] * 3
+    router = SloTierRouter(online(), seed=1)
+    counts = {"slow": 0, "fast": 0}
+    for _ in range(400):
+        counts[router.decide(req(0.1), pool, NOW).replica_id] += 1
+    assert counts["fast"] > 4 * counts["slow"]  # weights 1/0.7 vs 1/9.2
+
+
+def test_slo_tier_is_available_by_name():
+    assert make_router("slo_tier", online()).name == "slo_tier"
