@@ -1,4 +1,4 @@
-"""`cato-backend` command line: serve, emulate, profile, demo."""
+"""`cato-backend` command line: serve, emulate, profile, demo, token."""
 
 from __future__ import annotations
 
@@ -18,13 +18,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["vllm", "emulated"],
                    help="engine for every model's replicas (overrides the config)")
     p.add_argument("--replicas", type=int, help="replicas per model (overrides the config)")
-    p.add_argument("--policy", choices=["cato", "round_robin", "p2c", "least_loaded"],
+    p.add_argument("--policy", choices=["cato", "round_robin", "p2c", "least_loaded", "slo_tier"],
                    help="router policy (overrides the config)")
     p.add_argument("--min-replicas", type=int, help="autoscaling lower bound per model")
     p.add_argument("--max-replicas", type=int, help="autoscaling upper bound per model; "
                    "above --min-replicas it turns the autoscaler on")
     p.add_argument("--scaling-policy", choices=["cato", "ray"],
                    help="autoscaler: paper Algorithm 2 (cato) or Ray Serve's queue-length policy")
+    p.add_argument("--auth", metavar="FILE",
+                   help="turn auth on: bearer tokens (hashes) and tenants from FILE, as "
+                        "written by `cato-backend token new` (overrides the config's auth.file)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate "
+                   "(chain); needs --tls-key")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--log-prompts", action="store_true", default=None,
+                   help="DEBUG ONLY: write every task's inputs and output text to the log "
+                        "(off by default: no prompt or completion text is logged)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -36,6 +45,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         data["port"] = args.port
     if args.policy:
         data["router"]["policy"] = args.policy
+    if getattr(args, "auth", None):
+        data["auth"]["file"] = args.auth
+    if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):
+        data["tls"] = {"cert_file": args.tls_cert, "key_file": args.tls_key}
+    if getattr(args, "log_prompts", None):
+        data["log_prompts"] = True
     for m in data["models"].values():
         if args.engine:
             if m["engine"] == "static":
@@ -76,9 +91,15 @@ async def _serve(config: Config) -> None:
                         f"{m.engine}{' (EMULATED engine: load-testing only)' if m.engine == 'emulated' else ''}"
                         for n, m in config.models.items())
     log(f"cato-backend: starting replicas ({engines}); router {config.router.policy}")
-    runner, port = await start_server(backend, config.host, config.port)
+    ssl_context = None
+    if config.tls.cert_file and config.tls.key_file:
+        from .server import tls_context
+
+        ssl_context = tls_context(config.tls.cert_file, config.tls.key_file)
+    runner, port = await start_server(backend, config.host, config.port, ssl_context)
     _quiet_gc()
-    log(f"cato-backend: listening on http://{config.host}:{port} "
+    scheme = "https" if ssl_context is not None else "http"
+    log(f"cato-backend: listening on {scheme}://{config.host}:{port} "
         f"(GET /v1/status for replica states)")
     try:
         await stop.wait()
@@ -137,15 +158,38 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--engine", choices=["vllm", "emulated"], default="vllm")
     p_demo.add_argument("--config")
 
+    p_token = sub.add_parser("token", help="manage bearer tokens in an auth file")
+    token_sub = p_token.add_subparsers(dest="token_cmd", required=True)
+    p_new = token_sub.add_parser("new", help="add a token for a tenant; prints it ONCE (the "
+                                 "file keeps only its SHA-256 hash)")
+    p_new.add_argument("--tenant", required=True, help="tenant name ([A-Za-z0-9._-], <= 64)")
+    p_new.add_argument("--file", required=True, help="auth file (created, mode 0600)")
+    p_new.add_argument("--note", help="free text kept beside the hash (who, what for)")
+    p_list = token_sub.add_parser("list", help="tenants and token ids (no secrets)")
+    p_list.add_argument("--file", required=True)
+    p_revoke = token_sub.add_parser("revoke", help="remove tokens by id (prefix)")
+    p_revoke.add_argument("--file", required=True)
+    p_revoke.add_argument("--id", required=True, help="token id as `token list` shows it")
+
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         try:
             config = config_from_args(args)
+            if config.auth.file:  # fail now, not at the first request
+                from .auth import load_auth_file
+
+                load_auth_file(config.auth.file)
+            if config.tls.cert_file and config.tls.key_file:
+                from .server import tls_context
+
+                tls_context(config.tls.cert_file, config.tls.key_file)
         except (ValueError, OSError) as e:
             print(f"cato-backend: bad configuration: {e}", file=sys.stderr)
             return 2
         _run(_serve(config))
         return 0
+    if args.cmd == "token":
+        return _token(args)
     if args.cmd == "emulate":
         from .backend import resolve_profile_path
         from .emulator import run_emulator
@@ -162,6 +206,47 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args.engine, args.config)
+    return 2
+
+
+def _token(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .auth import add_token, load_auth_file, revoke_token
+
+    try:
+        if args.token_cmd == "new":
+            token, entry = add_token(args.file, args.tenant, args.note)
+            print(f"cato-backend: token {entry.id} for tenant {args.tenant} added to "
+                  f"{args.file}; it is shown only this once:", file=sys.stderr)
+            print(token)  # stdout: the token alone, for scripts
+            return 0
+        if args.token_cmd == "list":
+            for name, tenant in load_auth_file(args.file).tenants.items():
+                limits = tenant.limits.model_dump(exclude_none=True)
+                print(f"{name}: {len(tenant.tokens)} token(s)"
+                      + (f", limits {limits}" if limits else ""))
+                for t in tenant.tokens:
+                    print(f"  {t.id}  created {t.created or '?'}"
+                          + (f"  {t.note}" if t.note else ""))
+            return 0
+        if args.token_cmd == "revoke":
+            removed = revoke_token(args.file, args.id)
+            if not removed:
+                print(f"cato-backend: no token with id {args.id!r} in {args.file}",
+                      file=sys.stderr)
+                return 1
+            print(f"cato-backend: revoked {len(removed)} token(s) of {sorted(set(removed))}; "
+                  "a running backend drops them within seconds", file=sys.stderr)
+            return 0
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        print(f"cato-backend token: {'.'.join(map(str, err['loc']))}: {err['msg']}",
+              file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"cato-backend token: {e}", file=sys.stderr)
+        return 2
     return 2
 
 

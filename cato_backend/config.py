@@ -100,7 +100,7 @@ class KindConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    policy: Literal["cato", "round_robin", "p2c", "least_loaded"] = "cato"
+    policy: Literal["cato", "round_robin", "p2c", "least_loaded", "slo_tier"] = "cato"
     seed: int = 0
 
 
@@ -115,6 +115,16 @@ class LimitsConfig(_Strict):
     max_tokens: int = Field(default=4096, gt=0)
     # How long a task may wait for any replica to become ready before it gets an error.
     no_replica_timeout_s: float = Field(default=300.0, gt=0)
+    # Task streams (POST /v1/tasks, /v1/completions, /v1/chat/completions) open at once from
+    # one remote address; more get 429. Behind a reverse proxy every client has the proxy's
+    # address: raise it or set null there and rely on the per-tenant caps. null: no limit.
+    max_streams_per_client: int | None = Field(default=1024, ge=1)
+    # Hard caps on what one task streams back, whatever its max_tokens: token events and
+    # characters. Each task is also held to its own bound (server.py, `_StreamGuard`): an
+    # engine that streams past it is cut (the engine request is aborted) and the task ends
+    # with an error event.
+    max_stream_events: int = Field(default=20_000, ge=1)
+    max_stream_chars: int = Field(default=2_000_000, ge=1)
 
 
 class TimeoutsConfig(_Strict):
@@ -141,6 +151,51 @@ class RayConfig(_Strict):
     namespace: str = Field(default="cato", description="Ray namespace of the replica actors")
 
 
+class AuthConfig(_Strict):
+    # The auth file (`cato-backend token new --tenant T --file F` writes it): tenants, the
+    # SHA-256 hashes of their bearer tokens, per-tenant limits. None: auth is off and every
+    # request is the tenant "anonymous".
+    file: str | None = None
+    # Paths answered without a token when auth is on. /healthz by default (load balancers,
+    # the LSP's reachability probe); add "/metrics" for a Prometheus without credentials.
+    public_paths: list[str] = Field(default_factory=lambda: ["/healthz"])
+
+    @field_validator("public_paths")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        bad = [p for p in paths if not p.startswith("/")]
+        if bad:
+            raise ValueError(f"public paths must start with '/': {bad}")
+        return paths
+
+
+class TenantLimits(_Strict):
+    """Limits of one tenant. In the config (`tenants:`) they are the defaults for every
+    tenant of the auth file; a tenant's own `limits:` there override them field by field.
+    They apply only when auth is on (with one anonymous tenant a cap would only idle the
+    pool)."""
+
+    # Tasks admitted (queued or running) at once; more get 429. None: `in_flight_share` of
+    # the pools' configured capacity (sum of max_in_flight x max replicas), at least 1.
+    max_in_flight: int | None = Field(default=None, ge=1)
+    in_flight_share: float | None = Field(default=None, gt=0, le=1)
+    # Token bucket on task requests: refill `rate_per_s`, room for `burst` (default:
+    # max(1, rate_per_s)). None: no rate limit.
+    rate_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+
+class TlsConfig(_Strict):
+    cert_file: str | None = Field(default=None, description="PEM certificate (chain)")
+    key_file: str | None = Field(default=None, description="PEM private key")
+
+    @model_validator(mode="after")
+    def _both(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls needs both cert_file and key_file")
+        return self
+
+
 class Config(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -151,10 +206,18 @@ class Config(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
-    auth_file: str | None = None
+    auth_file: str | None = None  # older spelling of auth.file (kept; auth.file wins)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tenants: TenantLimits = Field(default_factory=lambda: TenantLimits(in_flight_share=0.5))
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    # Opt-in: write every task's inputs and output text to the log (debugging only; the
+    # backend says so loudly at start-up). Off: no prompt or completion text is logged.
+    log_prompts: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        if self.auth_file and not self.auth.file:
+            self.auth.file = self.auth_file
         if self.limits.min_sla_ms > self.limits.max_sla_ms:
             raise ValueError("limits.min_sla_ms is above limits.max_sla_ms")
         missing = [k.value for k in TaskKind if k not in self.kinds]

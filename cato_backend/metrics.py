@@ -2,12 +2,18 @@
 
 Task outcomes and latencies are recorded as they happen; pool state (queue lengths, replica
 states) is read at scrape time by a collector, so there is no gauge to keep in step.
+
+Per tenant: `cato_tenant_tasks_total{tenant,kind,outcome}` (beside the unlabelled-by-tenant
+`cato_tasks_total`, whose series stay as they were), `cato_tenant_goodput_ratio{tenant}`,
+`cato_tenant_in_flight{tenant}` and `cato_rejected_requests_total{tenant,reason}`. Tenant
+values are the auth file's tenants and "anonymous" (no auth, or no valid token), so the
+label's cardinality is bounded by that file.
 """
 
 from __future__ import annotations
 
 from collections import Counter as _Counter
-from typing import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,17 +35,41 @@ class Metrics:
                               ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.e2e = Histogram("cato_e2e_seconds", "End-to-end time of a task",
                              ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.tenant_tasks = Counter("cato_tenant_tasks", "Tasks by tenant, kind and outcome",
+                                    ["tenant", "kind", "outcome"], registry=self.registry)
+        self.rejected = Counter("cato_rejected_requests", "Requests refused before they ran, "
+                                "by tenant and reason (unauthorized, rate_limited, "
+                                "tenant_in_flight, client_streams)", ["tenant", "reason"],
+                                registry=self.registry)
         self.outcomes: _Counter[tuple[str, str]] = _Counter()
+        self.tenant_outcomes: _Counter[tuple[str, str]] = _Counter()  # (tenant, outcome)
+        self.tenant_in_flight: Callable[[], Mapping[str, int]] = dict  # set by the server
         self.registry.register(_PoolCollector(pools, self, clock))
 
     def record(self, kind: str, outcome: str, ttft_s: float | None = None,
-               e2e_s: float | None = None) -> None:
+               e2e_s: float | None = None, tenant: str = "anonymous") -> None:
         self.tasks.labels(kind, outcome).inc()
         self.outcomes[(kind, outcome)] += 1
+        self.tenant_tasks.labels(tenant, kind, outcome).inc()
+        self.tenant_outcomes[(tenant, outcome)] += 1
         if ttft_s is not None:
             self.ttft.labels(kind).observe(ttft_s)
         if e2e_s is not None:
             self.e2e.labels(kind).observe(e2e_s)
+
+    def reject(self, tenant: str, reason: str) -> None:
+        self.rejected.labels(tenant, reason).inc()
+
+    def goodput_by_tenant(self) -> dict[str, dict[str, float | int | None]]:
+        """Per tenant, all kinds together: as `goodput`."""
+        out: dict[str, dict[str, float | int | None]] = {}
+        for tenant in sorted({t for t, _ in self.tenant_outcomes}):
+            met = self.tenant_outcomes[(tenant, "met")]
+            total = (met + self.tenant_outcomes[(tenant, "violated")]
+                     + self.tenant_outcomes[(tenant, "error")])
+            out[tenant] = {"goodput": met / total if total else None, "met": met,
+                           "total": total, "cancelled": self.tenant_outcomes[(tenant, "cancelled")]}
+        return out
 
     def goodput(self) -> dict[str, dict[str, float | int | None]]:
         """Per kind: share of finished tasks (met + violated + error) that met their SLA.
@@ -104,5 +134,14 @@ class _PoolCollector:
         for kind, g in self.metrics.goodput().items():
             if g["goodput"] is not None:
                 goodput.add_metric([kind], g["goodput"])
+        tenant_goodput = GaugeMetricFamily("cato_tenant_goodput_ratio", "Share of a tenant's "
+                                           "finished tasks that met their SLA", labels=["tenant"])
+        for tenant, g in self.metrics.goodput_by_tenant().items():
+            if g["goodput"] is not None:
+                tenant_goodput.add_metric([tenant], g["goodput"])
+        in_flight = GaugeMetricFamily("cato_tenant_in_flight", "Tasks a tenant has admitted "
+                                      "(queued or running)", labels=["tenant"])
+        for tenant, n in sorted(self.metrics.tenant_in_flight().items()):
+            in_flight.add_metric([tenant], n)
         return [queue, running, state, pending, decisions, goodput, busy, provisioned,
-                utilization, scaling]
+                utilization, scaling, tenant_goodput, in_flight]

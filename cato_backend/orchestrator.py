@@ -57,6 +57,7 @@ class Task:
     passthrough: EngineRequest | None = None  # the OpenAI-compatible endpoints' own request
     arrival: float = 0.0
     prompt_tokens: int = 0  # estimated once, at admission
+    tenant: str = "anonymous"  # who sent it (auth.py); set by the HTTP layer
 
     @property
     def metric(self) -> SlaMetric:

@@ -195,6 +195,11 @@ async def _error_message(resp: aiohttp.ClientResponse) -> str:
         pass
     if resp.status in (401, 403):
         message = f"not authorized ({message or resp.status}): check the `token` setting"
+    elif resp.status == 429:
+        retry = resp.headers.get("Retry-After")
+        message = f"too many requests ({message or 'rate limited'})" + (
+            f"; the backend asks to retry after {retry} s" if retry and retry not in message
+            else "")
     return f"HTTP {resp.status}: {message}" if message else f"HTTP {resp.status}"
 
 

@@ -10,6 +10,7 @@ inside a UTF-16 surrogate pair (or a UTF-8 sequence) is moved to the character's
 
 from __future__ import annotations
 
+import itertools
 import re
 import textwrap
 from dataclasses import dataclass
@@ -82,6 +83,31 @@ def position_at(text: str, offset: int, encoding: str = "utf-16",
     if encoding == "utf-32":
         return lo, offset - start
     return lo, sum(_units(c, encoding) for c in text[start:offset])
+
+
+def split_lines(text: str) -> list[str]:
+    """The document's lines with their line breaks, split the LSP way ("\\n", "\\r\\n",
+    "\\r" only; `str.splitlines` also splits at form feeds, U+2028 and others, which
+    editors do not count, so line numbers would disagree). The last line may be empty only
+    when the text is empty."""
+    starts = line_starts(text)
+    lines = [text[a:b] for a, b in itertools.pairwise(starts)]
+    if starts[-1] < len(text) or not lines:
+        lines.append(text[starts[-1]:])
+    return lines
+
+
+def apply_change(text: str, start: tuple[int, int], end: tuple[int, int], new_text: str,
+                 encoding: str = "utf-16") -> str:
+    """The text after an incremental `didChange` that replaces the range start..end (LSP
+    (line, character) positions in `encoding`) by `new_text`. Positions are clamped like
+    `offset_at`; a reversed range is taken as the range between its two ends."""
+    starts = line_starts(text)
+    a = offset_at(text, start[0], start[1], encoding, starts)
+    b = offset_at(text, end[0], end[1], encoding, starts)
+    if b < a:
+        a, b = b, a
+    return text[:a] + new_text + text[b:]
 
 
 def looks_binary(text: str) -> bool:

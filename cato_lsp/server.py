@@ -30,6 +30,7 @@ from .backend_client import (
 )
 from .cache import ResultCache, default_cache_dir
 from .commands import CommandProvider
+from .documents import use_lsp_documents
 from .completion import CompletionProvider
 from .health import Change, Health
 from .protocol import (
@@ -79,6 +80,7 @@ class CatoLanguageServer(LanguageServer):
         self._probe: asyncio.Task | None = None
         self._first_contact: asyncio.Task | None = None  # the start-up /v1/status
         self._logged_once: set[str] = set()
+        self.auth_error: str | None = None  # the backend refused our token (401/403)
         self._background: set[asyncio.Task] = set()
 
     # -- settings ------------------------------------------------------------------------
@@ -110,6 +112,9 @@ class CatoLanguageServer(LanguageServer):
                 new.backend_url, new.token, new.timeouts.connect_ms):
             stale, self.client = self.client, self._new_client()
             self._spawn(stale.close())
+            if old.token != new.token:  # a new token gets a fresh verdict
+                self.auth_error = None
+                self._logged_once.discard(f"auth:{new.backend_url}")
         if old.backend_url != new.backend_url or old.health != new.health:
             was_unreachable = self.health.unreachable
             self.health = self._new_health()
@@ -143,14 +148,12 @@ class CatoLanguageServer(LanguageServer):
             return
         except BackendError as e:
             self.log(f"GET /v1/status: {e.message}", error=True)
-            key = f"auth:{self.settings.backend_url}"
-            # Every task would fail the same way: say so once.
-            if e.status in (401, 403) and key not in self._logged_once:
-                self._logged_once.add(key)
-                self.show_message(f"CATO: {e.message}", types.MessageType.Error)
+            if e.status in (401, 403):
+                self.auth_failed(e.message)
             return
         if client is not self.client:
             return
+        self.auth_error = None
         self.models = models_by_kind(status)
         self.emulated = is_emulated(status)
         if self.cache is not None:
@@ -198,7 +201,18 @@ class CatoLanguageServer(LanguageServer):
             if client is self.client:
                 await self.connect()
 
+    def auth_failed(self, message: str) -> None:
+        """The backend refused our token (401/403): every task would fail the same way, so
+        say so once per backend URL (window/showMessage) and keep it in `cato/status`."""
+        self.auth_error = message
+        key = f"auth:{self.settings.backend_url}"
+        if key not in self._logged_once:
+            self._logged_once.add(key)
+            self.show_message(f"CATO: {message}", types.MessageType.Error)
+        self.publish_status()
+
     def record_sla(self, met: bool, now: float) -> None:
+        self.auth_error = None  # a served task: the token is fine
         self._after(self.health.record(met, now))
 
     def _after(self, change: Change | None) -> None:
@@ -217,6 +231,8 @@ class CatoLanguageServer(LanguageServer):
         message = None
         if state == "unreachable":
             message = f"unreachable: {self.health.reason}"
+        elif self.auth_error is not None:
+            message = self.auth_error
         elif state == "degraded":
             message = "recent tasks missed their SLA"
         params = StatusParams(state=state, backend=self.settings.backend_url,
@@ -330,6 +346,7 @@ def build_server(settings: Settings | None = None,
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: CatoLanguageServer, params: types.InitializeParams) -> None:
+        use_lsp_documents(ls.workspace)  # split lines as editors do (documents.py)
         ls.init_options = params.initialization_options if isinstance(
             params.initialization_options, dict) else None
         ls.apply_settings(reconnect=False)

@@ -90,6 +90,8 @@ class TaskService:
         except BackendError as e:
             detail = "timed out" if isinstance(e, BackendTimeout) else "failed"
             ls.log(f"{task.kind} {detail}: {e.message}", error=True)
+            if e.status in (401, 403):
+                ls.auth_failed(e.message)  # every task would fail so: say it once, loudly
             ls.publish_status(LastTask(kind=task.kind, sla_ms=task.sla_ms, error=e.message))
             raise
         met = result.sla_met

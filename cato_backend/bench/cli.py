@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .burst import add_parser as add_burst  # autoscaling under a burst
 
     add_burst(sub, _common)
+
+    from .load import add_parser as add_load  # load test with replica faults
+
+    add_load(sub, _common)
+
+    from ..sim.cli import add_parser as add_simulate  # the discrete-event simulator
+
+    add_simulate(sub, _common)
     return parser
 
 
@@ -143,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         from .burst import main_from_args as burst_main
 
         return burst_main(args)
+    elif args.cmd == "load":
+        from .load import main_from_args as load_main
+
+        return load_main(args)
+    elif args.cmd == "simulate":
+        from ..sim.cli import main_from_args as simulate_main
+
+        return simulate_main(args)
     else:  # pragma: no cover - argparse rejects unknown commands
         return 2
     print(f"\nwrote {args.out}/{args.name}.json and .md in {time.monotonic() - t0:.1f} s",
