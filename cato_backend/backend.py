@@ -259,6 +259,20 @@ class Backend:
                     if healthy != r.healthy:
                         self.log(f"replica {r.id}: {'healthy again' if healthy else 'unhealthy'}")
                     pool.set_health(r, healthy, self.clock.now())
+                    self._replace_if_hung(pool.model, r)
+
+    def _replace_if_hung(self, name: str, r: Replica) -> None:
+        """A replica that fails its health checks for `unhealthy_replace_s` is stopped: a
+        hung process would otherwise stay `ready`, count towards the pool's size and never
+        be replaced. Once it is stopped, the autoscaler (or the fixed pool size) brings up a
+        new one."""
+        limit = self.config.timeouts.unhealthy_replace_s
+        if (r.unhealthy_since is None or self.clock.now() - r.unhealthy_since < limit
+                or r.state is not ReplicaState.READY):
+            return
+        self.log(f"replica {r.id}: unhealthy for {limit:g}s; stopping it")
+        self._tasks.append(asyncio.create_task(
+            self.remove_replica(name, r.id, f"unhealthy for {limit:g}s", replace=True)))
 
     # -- autoscaling -----------------------------------------------------------------------
 
@@ -303,9 +317,11 @@ class Backend:
             waiting=sum(not j.granted.done() for j in pool.pending),
         )
 
-    async def remove_replica(self, name: str, replica_id: str) -> None:
+    async def remove_replica(self, name: str, replica_id: str, why: str = "scaled down",
+                             replace: bool = False) -> None:
         """Drain a replica (its queue moves to the others, running requests finish), then
-        stop it. Nothing accepted is lost."""
+        stop it. Nothing accepted is lost. `replace`: start a new one in its place unless an
+        autoscaler manages the pool (it restores its bounds by itself)."""
         pool = self.pools[name]
         replica = pool.replica(replica_id)
         if replica.state is ReplicaState.STARTING:
@@ -322,8 +338,10 @@ class Backend:
         if handle is not None:
             await self._provisioner_of[replica_id].stop(handle)
         self._release(replica_id)
-        pool.mark_stopped(replica, self.clock.now(), "scaled down")
-        self.log(f"replica {replica_id}: drained and stopped")
+        pool.mark_stopped(replica, self.clock.now(), why)
+        self.log(f"replica {replica_id}: drained and stopped ({why})")
+        if replace and self.config.models[name].autoscale is None:
+            self.add_replica(name)
 
     async def stop(self) -> None:
         for t in self._tasks:

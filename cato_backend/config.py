@@ -139,6 +139,8 @@ class TimeoutsConfig(_Strict):
     replica_start_s: float = Field(default=600.0, gt=0)
     replica_stop_s: float = Field(default=15.0, gt=0, description="SIGTERM to SIGKILL")
     health_interval_s: float = Field(default=2.0, gt=0)
+    unhealthy_replace_s: float = Field(default=30.0, gt=0, description="a replica failing "
+                                       "its health checks this long is stopped and replaced")
     scaling_tick_s: float = Field(default=1.0, gt=0, description="how often autoscalers decide")
     drain_timeout_s: float = Field(default=120.0, gt=0, description="longest wait for a "
                                    "draining replica's running requests before it is stopped")

@@ -56,6 +56,7 @@ class Replica:
     ordering: str
     state: ReplicaState = ReplicaState.STARTING
     healthy: bool = True
+    unhealthy_since: float | None = None  # when health checks started failing
     pid: int | None = None
     client: Any = None  # ReplicaClient, set when ready
     started_at: float = 0.0
@@ -256,6 +257,7 @@ class Pool:
         if replica.healthy == healthy:
             return
         replica.healthy = healthy
+        replica.unhealthy_since = None if healthy else now
         self.sync(replica, now)
         if healthy:
             self.pump(replica, now)
