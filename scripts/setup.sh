@@ -129,7 +129,7 @@ fi
 stamp="$VENV/.cato-editable.sha256"
 want="$(sha256sum <pyproject.toml | cut -d" " -f1) $ROOT"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! installed cato "*"; then
-  step "installing cato (editable) with extras dev, lsp, bench"
+  step "installing cato (editable) with extras dev, lsp, bench, ray"
   pip_install -e ".[dev,lsp,bench,ray]" "torch==$TORCH_VERSION"
   echo "$want" >"$stamp"
   done_step
