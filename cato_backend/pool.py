@@ -35,6 +35,7 @@ class Job:
     work_s: float = 0.0  # predicted service seconds, set when routed
     decision: RouteDecision | None = None
     replica: Replica | None = None
+    queued_on: Replica | None = None  # whose queue holds it now (so cancel needs no search)
     enqueued_at: float = 0.0
     started_at: float | None = None
     predicted_end: float = 0.0
@@ -190,6 +191,7 @@ class Pool:
         replica = self.replicas[decision.index]
         job.work_s = self._occupancy_s(job.node, replica)
         replica.queue.push(job, decision.priority, job.node.deadline, job.work_s)
+        job.queued_on = replica
         self.pump(replica, now)  # syncs the replica's columns
         return decision
 
@@ -199,6 +201,7 @@ class Pool:
             job = replica.queue.pop(now)
             if job is None:
                 break
+            job.queued_on = None
             if job.granted.done():  # cancelled while queued
                 continue
             job.replica = replica
@@ -228,9 +231,9 @@ class Pool:
         """Forget a job wherever it is; a running one frees its slot (counted by `ok`)."""
         if job in self.pending:
             self.pending.remove(job)
-        for r in self.replicas:
-            if r.queue.remove(job):
-                self.sync(r, now)
+        queue_of, job.queued_on = job.queued_on, None
+        if queue_of is not None and queue_of.queue.remove(job):
+            self.sync(queue_of, now)
         if not job.granted.done():
             job.granted.cancel()
         self.finish(job, now, ok)
@@ -289,6 +292,7 @@ class Pool:
         jobs = [j for j in replica.queue.items() if not j.granted.done()]
         for j in replica.queue.items():
             replica.queue.remove(j)
+            j.queued_on = None
         self.sync(replica, now)
         return jobs
 

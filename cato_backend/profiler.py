@@ -52,7 +52,8 @@ class OnlineProfile:
     def step_s_array(self, batch: np.ndarray) -> np.ndarray:
         """Decode step time for many batch sizes at once (the router's hot path)."""
         batch = np.asarray(batch)
-        idx = np.clip(batch, 1, len(self._step_table_s) - 1)
+        # minimum/maximum: np.clip's dispatch costs ~5 us, a visible share of a decision
+        idx = np.minimum(np.maximum(batch, 1), len(self._step_table_s) - 1)
         steps = self._step_table_s[idx]
         beyond = batch >= len(self._step_table_s)  # past the table: extrapolate, as step_s does
         if beyond.any():
