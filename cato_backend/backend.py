@@ -300,22 +300,11 @@ class Backend:
 
     def scaling_context(self, name: str, retention_s: float):
         """What the autoscaler may know about a pool now (pure data)."""
-        from .autoscaler import LoadSample, Outcome, ReplicaInfo, ScalingContext, SlackEvent
+        from .scaling_context import scaling_context
 
-        pool, now = self.pools[name], self.clock.now()
-        since = now - retention_s - self.config.timeouts.scaling_tick_s
-        return ScalingContext(
-            now=now,
-            replicas=tuple(ReplicaInfo(r.id, r.state, r.started_at, r.ready_at,
-                                       len(r.running) + len(r.queue), r.idle_since)
-                           for r in pool.replicas if r.state is not ReplicaState.STOPPED),
-            events=tuple(SlackEvent(t, node, Outcome(o)) for t, node, o in pool.outcomes
-                         if t >= since),
-            load=tuple(LoadSample(t, n) for t, n in pool.load_samples if t >= since),
-            cold_start_s=self.cold_start_s.get(name),
-            free_slots=self._free_slots(self.config.models[name]),
-            waiting=sum(not j.granted.done() for j in pool.pending),
-        )
+        return scaling_context(self.pools[name], self.clock.now(), retention_s,
+                               self.config.timeouts.scaling_tick_s, self.cold_start_s.get(name),
+                               self._free_slots(self.config.models[name]))
 
     async def remove_replica(self, name: str, replica_id: str, why: str = "scaled down",
                              replace: bool = False) -> None:

@@ -32,12 +32,7 @@ from typing import Any
 
 from ..autoscaler import (
     AutoscalerConfig,
-    LoadSample,
-    Outcome,
-    ReplicaInfo,
     ScaleDecision,
-    ScalingContext,
-    SlackEvent,
     make_autoscaler,
 )
 from ..clock import ManualClock
@@ -49,6 +44,7 @@ from ..pool import Job, Pool, Replica, ReplicaState
 from ..profiler import CONDITIONAL_RUN_PRIOR, NON_LLM_PRIOR_S, OnlineProfile, Profiler
 from ..profiles import EngineProfile
 from ..router import PRIORITY_VIOLATED, NodeRequest, make_router
+from ..scaling_context import scaling_context
 from .engine import EngineOutcome, EngineRequest, SimEngine
 from .metrics import SimRecorder
 from .requests import Request
@@ -104,38 +100,6 @@ class SimConfig:
             self.model = self.server.kinds[TaskKind.COMPLETION].model
         if self.max_in_flight is None:
             self.max_in_flight = self.server.models[self.model].max_in_flight
-
-
-def scaling_context(pool: Pool, now: float, retention_s: float, tick_s: float,
-                    cold_start_s: float | None, free_slots: int | None = None,
-                    met_events: bool = True) -> ScalingContext:
-    """What the autoscaler may know about a pool now: `Backend.scaling_context`'s mapping,
-    as a pure function of the pool (a candidate to share with the backend). Outcomes and
-    load samples are read from the newest back (they are appended in time order), so a tick
-    costs the window, not the whole log."""
-    since = now - retention_s - tick_s
-    events: list[SlackEvent] = []
-    for t, node, o in reversed(pool.outcomes):
-        if t < since:
-            break
-        if met_events or o != "met":
-            events.append(SlackEvent(t, node, Outcome(o)))
-    load: list[LoadSample] = []
-    for t, n in reversed(pool.load_samples):
-        if t < since:
-            break
-        load.append(LoadSample(t, n))
-    return ScalingContext(
-        now=now,
-        replicas=tuple(ReplicaInfo(r.id, r.state, r.started_at, r.ready_at,
-                                   len(r.running) + len(r.queue), r.idle_since)
-                       for r in pool.replicas if r.state is not ReplicaState.STOPPED),
-        events=tuple(reversed(events)),
-        load=tuple(reversed(load)),
-        cold_start_s=cold_start_s,
-        free_slots=free_slots,
-        waiting=sum(not j.granted.done() for j in pool.pending),
-    )
 
 
 class _Grant:

@@ -139,7 +139,7 @@ def test_ray_policy_runs_too():
 
 def test_scaling_context_reads_the_window_of_the_pools_log():
     from cato_backend.autoscaler import Outcome
-    from cato_backend.sim.run import scaling_context
+    from cato_backend.scaling_context import scaling_context
 
     s = Simulation(SimConfig(replicas=2), PROFILE)
     for t, node, outcome in [(1.0, "a", "violated"), (5.0, "b", "met"), (6.0, "c", "violated")]:
