@@ -31,7 +31,7 @@ async def test_sigterm_lets_running_tasks_finish(tmp_path) -> None:
                         backend.proc.send_signal(signal.SIGTERM)
                         await asyncio.sleep(0.2)
                         try:  # new work is refused while the old finishes
-                            async with s.get(backend.url + "/healthz") as r:
+                            async with s.get(backend.url + "/healthz"):
                                 refused = False
                         except aiohttp.ClientConnectionError:
                             refused = True
