@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ..sim.cli import add_parser as add_simulate  # the discrete-event simulator
 
     add_simulate(sub, _common)
+
+    from .report import add_parser as add_report  # the paper's experiments, one report
+
+    add_report(sub, _common)
     return parser
 
 
@@ -159,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from ..sim.cli import main_from_args as simulate_main
 
         return simulate_main(args)
+    elif args.cmd == "report":
+        from .report import main_from_args as report_main
+
+        return report_main(args)
     else:  # pragma: no cover - argparse rejects unknown commands
         return 2
     print(f"\nwrote {args.out}/{args.name}.json and .md in {time.monotonic() - t0:.1f} s",
