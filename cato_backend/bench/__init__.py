@@ -176,11 +176,13 @@ def dev_profile():
     )
 
 
-def resolve_profile(arg: str | None, tmp_dir: str | Path) -> tuple[Path, Any, str]:
+def resolve_profile(arg: str | None, tmp_dir: str | Path | None
+                    ) -> tuple[Path | None, Any, str]:
     """The engine profile a benchmark uses: (path, EngineProfile, where it came from).
 
     No argument: the measured SmolLM2 CPU profile when it exists, else the constructed
-    stand-in (written to `tmp_dir` so a subprocess can read it), labelled as such.
+    stand-in (written to `tmp_dir` so a subprocess can read it; path None without one, for
+    in-process users such as the simulator), labelled as such.
     """
     from ..profiles import PROFILES_DIR, load_profile
 
@@ -191,6 +193,8 @@ def resolve_profile(arg: str | None, tmp_dir: str | Path) -> tuple[Path, Any, st
     if measured.exists():
         return measured.resolve(), load_profile(measured), "measured profile (profiles/)"
     prof = dev_profile()
+    if tmp_dir is None:
+        return None, prof, "constructed stand-in (measured profile not found)"
     path = Path(tmp_dir) / "dev-profile.json"
     path.write_text(prof.model_dump_json())
     return path.resolve(), prof, "constructed stand-in (measured profile not found)"

@@ -89,14 +89,14 @@ def run_report(cfg: ReportConfig, out: str | Path, name: str = "report", *,
                progress: bool = True, plots: bool = True,
                command: str = "cato-bench report") -> dict[str, Any]:
     """Run the three experiments, write <out>/<name>.{md,json,_*.png}; returns the payload."""
-    from ..sim.cli import _profile
+    from . import resolve_profile
     from ..sim.corpus import load_corpus
     from ..sim.experiments import LONG_KINDS, SHORT_KINDS, count_runs, fixed_sweep, mixed_autoscaled
     from . import environment, environment_note, finish_environment, write_results
 
     env = environment()
     t0 = time.monotonic()
-    path, profile, source = _profile(cfg.profile)
+    path, profile, source = resolve_profile(cfg.profile, None)
     corpus = load_corpus()
     bar = None
     if progress:

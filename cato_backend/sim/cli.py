@@ -18,7 +18,6 @@ import itertools
 import sys
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from ..router import ROUTERS
@@ -99,19 +98,6 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser, str], None])
                    help="with --speed: multiply the scenarios' durations (for a quick check)")
 
 
-def _profile(arg: str | None):
-    from ..bench import MEASURED_PROFILE, dev_profile
-    from ..profiles import PROFILES_DIR, load_profile
-
-    if arg:
-        path = Path(arg) if Path(arg).exists() else PROFILES_DIR / arg
-        return path.resolve(), load_profile(path), "file"
-    measured = PROFILES_DIR / MEASURED_PROFILE
-    if measured.exists():
-        return measured.resolve(), load_profile(measured), "measured profile (profiles/)"
-    return None, dev_profile(), "constructed stand-in (measured profile not found)"
-
-
 def _requests(args: argparse.Namespace) -> tuple[Callable[[], Iterable[Request]], str]:
     """A factory of the workload (each run gets the same requests) and its description."""
     if args.trace:
@@ -158,7 +144,8 @@ def _progress_bar(enabled: bool, total: float | None, desc: str):
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    from ..bench import environment, environment_note, finish_environment, write_results
+    from ..bench import (environment, environment_note, finish_environment, resolve_profile,
+                         write_results)
 
     if args.speed:
         from .speed import run_speed, speed_markdown
@@ -178,7 +165,7 @@ def main_from_args(args: argparse.Namespace) -> int:
 
     env = environment()
     t0 = time.monotonic()
-    path, profile, source = _profile(args.profile)
+    path, profile, source = resolve_profile(args.profile, None)
     make_requests, workload = _requests(args)
     runs = []
     for router, scaling in itertools.product(args.router, args.scaling):

@@ -62,15 +62,16 @@ def run_speed(out: str | Path, name: str = "sim_speed", profile_arg: str | None 
         environment_note,
         finish_environment,
         load_average,
+        resolve_profile,
         write_results,
     )
-    from .cli import _profile, _progress_bar
+    from .cli import _progress_bar
     from .run import SimConfig, Simulation
     from .synthetic import even_rates, poisson
 
     env = environment()
     t_start = time.monotonic()
-    path, profile, source = _profile(profile_arg)
+    path, profile, source = resolve_profile(profile_arg, None)
     results = []
     for sc in SCENARIOS:
         duration = sc.duration_s * scale
