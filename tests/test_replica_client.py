@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from cato_backend.emulator import start_emulator
+from cato_backend.provisioner import free_port
 from cato_backend.replica_client import EngineRequest, ReplicaClient, ReplicaError, StreamChunk
 from tests.test_emulator import MODEL, make_profile
 
@@ -174,12 +174,6 @@ async def test_health_and_models(emulator: str, session) -> None:
 
 
 # ------------------------------------------------------------------------- failures
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_unreachable_port(session) -> None:

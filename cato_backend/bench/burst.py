@@ -58,7 +58,8 @@ from . import (
     resolve_profile,
     write_results,
 )
-from .overhead import _free_port, _Proc, _proc_cpu_s, _wait_ready
+from ..provisioner import free_port
+from .overhead import _Proc, _proc_cpu_s, _wait_ready
 
 MODEL = "smollm2"
 SERVED_NAME = "SmolLM2-135M-Instruct"
@@ -477,7 +478,7 @@ async def run_policy(cfg: BurstConfig, policy: str, profile_path: Path,
                      schedule: Sequence[tuple[float, str]], phase_list: Sequence[dict[str, Any]],
                      tmp: Path, info: dict[str, Any], bar: Any = None) -> dict[str, Any]:
     """Start a backend with this autoscaling policy, run the schedule, stop everything."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cfg_path = tmp / f"backend-{policy}.yaml"
     config = backend_config(cfg, policy, profile_path, port)

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from ..provisioner import free_port
 from . import (
     REPO_ROOT,
     environment,
@@ -86,12 +86,6 @@ class LspOverheadConfig:
     start_timeout_s: float = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Backend:
     def __init__(self, tmp: Path, profile_arg: str | None) -> None:
         if profile_arg:
@@ -101,7 +95,7 @@ class _Backend:
             profile = tmp / "thin-profile.json"
             profile.write_text(prof.model_dump_json())
         self.profile = profile_record(profile, prof, source)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / "backend.yaml"
         self.config = {"models": {"bench": {

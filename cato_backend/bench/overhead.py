@@ -48,6 +48,7 @@ import aiohttp
 import numpy as np
 import yaml
 
+from ..provisioner import free_port
 from . import (
     REPO_ROOT,
     environment,
@@ -147,14 +148,6 @@ def discarded_per_block(cfg: OverheadConfig, c: int) -> int:
 
 
 # -- processes --------------------------------------------------------------------------
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -447,7 +440,7 @@ def unloaded_service_s(profile: Any, cfg: OverheadConfig) -> float:
 async def _measure(cfg: OverheadConfig, engine: str, profile_path: Path, profile: Any,
                    tmp: Path, info: dict[str, Any], results: list[dict[str, Any]],
                    bar: Any) -> None:
-    engine_port, backend_port = _free_port(), _free_port()
+    engine_port, backend_port = free_port(), free_port()
     engine_url = f"http://127.0.0.1:{engine_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
     cfg_path = tmp / f"backend-{engine}.yaml"

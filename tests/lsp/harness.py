@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 from pytest_lsp.client import make_test_lsp_client
 
+from cato_backend.provisioner import free_port  # noqa: F401 (re-exported for the tests)
 from tests.conftest import FAST_PROFILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,12 +41,6 @@ TEST_SETTINGS: dict[str, Any] = {
     "health": {"probeIntervalMs": 200},
     "logLevel": "debug",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_json(url: str, timeout: float = 2.0) -> Any:
