@@ -22,6 +22,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ from .kinds import TaskKind
 from .orchestrator import Task, TaskError
 from .replica_client import EngineRequest
 from .schemas import TASK_REQUEST, DoneEvent
-from .tenants import Admission, Rejection, Ticket
+from .tenants import Admission, Rejection
 
 BACKEND = web.AppKey("backend", Backend)
 ACTIVE = web.AppKey("active", dict)  # (tenant, request_id) -> the asyncio task running it
@@ -234,14 +235,19 @@ def _check_rate(request: web.Request) -> web.Response | None:
     return _too_many(rejection)
 
 
-def _admit(request: web.Request, task: Task) -> Ticket | web.Response:
-    """Admit a valid task: its tenant's in-flight cap and its client's stream cap."""
+async def _admitted(request: web.Request, task: Task,
+                    respond: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Answer a valid task with `respond()` if its tenant's in-flight cap and its client's
+    stream cap admit it (429 if not), holding its place until the answer is done."""
     task.tenant = request[TENANT]
-    got = request.app[ADMISSION].acquire(task.tenant, request.remote)
-    if isinstance(got, Rejection):
-        request.app[BACKEND].metrics.reject(task.tenant, got.reason)
-        return _too_many(got)
-    return got
+    ticket = request.app[ADMISSION].acquire(task.tenant, request.remote)
+    if isinstance(ticket, Rejection):
+        request.app[BACKEND].metrics.reject(task.tenant, ticket.reason)
+        return _too_many(ticket)
+    try:
+        return await respond()
+    finally:
+        ticket.release()
 
 
 async def post_task(request: web.Request) -> web.StreamResponse:
@@ -259,13 +265,7 @@ async def post_task(request: web.Request) -> web.StreamResponse:
                                              req.max_tokens, req.request_id)
     except TaskError as e:
         return _error(e.status, str(e))
-    ticket = _admit(request, task)
-    if isinstance(ticket, web.Response):
-        return ticket
-    try:
-        return await _stream_task(request, task)
-    finally:
-        ticket.release()
+    return await _admitted(request, task, lambda: _stream_task(request, task))
 
 
 async def _stream_task(request: web.Request, task: Task) -> web.StreamResponse:
@@ -333,14 +333,8 @@ async def openai_endpoint(request: web.Request) -> web.StreamResponse:
         return _error(400, str(e))
     except TaskError as e:
         return _error(e.status, str(e))
-    ticket = _admit(request, task)
-    if isinstance(ticket, web.Response):
-        return ticket
-    try:
-        return await _openai_stream(request, backend, task, model.served_name, chat,
-                                    bool(body.get("stream")), max_tokens)
-    finally:
-        ticket.release()
+    return await _admitted(request, task, lambda: _openai_stream(
+        request, backend, task, model.served_name, chat, bool(body.get("stream")), max_tokens))
 
 
 async def _openai_stream(request: web.Request, backend: Backend, task: Task, served_name: str,
