@@ -298,6 +298,7 @@ class RayProvisioner:
 # with it, does not take it down before it has done its work.
 _WATCHDOG = r"""
 import os, select, signal, sys, time
+from cato_backend.vllm_engine import group_alive  # zombies may wait long for init
 actor, pgid, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 try:
     fd = os.pidfd_open(actor)
@@ -305,26 +306,6 @@ except (AttributeError, OSError):
     fd = None
 if os.fork():
     os._exit(0)
-def group_alive():  # a live (not zombie) process in the group: zombies may wait long for init
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        entries = None
-    if entries is None:
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-    for e in entries:
-        try:
-            with open("/proc/" + e + "/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 def actor_gone(wait):
     if fd is not None:
         return bool(select.select([fd], [], [], wait)[0])
@@ -336,7 +317,7 @@ def actor_gone(wait):
         return True
     except PermissionError:
         return False
-while group_alive():
+while group_alive(pgid):
     if actor_gone(0.5):
         break
 else:
@@ -347,7 +328,7 @@ for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
     except ProcessLookupError:
         sys.exit(0)
     deadline = time.monotonic() + wait
-    while group_alive() and time.monotonic() < deadline:
+    while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
 """
 

@@ -238,7 +238,8 @@ def wait_ready(
         time.sleep(0.5)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether a process group still has a live (not zombie) member."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -273,7 +274,7 @@ def _wait_group(proc: subprocess.Popen, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         proc.poll()
-        if proc.returncode is not None and not _group_alive(proc.pid):
+        if proc.returncode is not None and not group_alive(proc.pid):
             return True
         if time.monotonic() >= deadline:
             return False

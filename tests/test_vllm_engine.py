@@ -15,7 +15,7 @@ import pytest
 
 from cato_backend import model_assets, vllm_engine
 from cato_backend.provisioner import free_port
-from cato_backend.vllm_engine import _group_alive
+from cato_backend.vllm_engine import group_alive
 
 pytestmark = [
     pytest.mark.vllm,
@@ -44,7 +44,7 @@ def replica(tmp_path_factory) -> Iterator[str]:
         if proc is not None:
             vllm_engine.stop(proc)
             assert proc.poll() is not None
-            assert not _group_alive(proc.pid), "vLLM worker processes left behind"
+            assert not group_alive(proc.pid), "vLLM worker processes left behind"
 
 
 def test_models_lists_the_packaged_model(replica):
