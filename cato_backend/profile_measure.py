@@ -276,7 +276,7 @@ def lines_for(target_tokens: int, base: float, per_line: float) -> int:
 # --- measurements -----------------------------------------------------------------------------
 
 
-def _cpu_times() -> tuple[float, float] | None:
+def cpu_times() -> tuple[float, float] | None:
     """(busy, total) jiffies of all CPUs from /proc/stat (Linux), else None."""
     try:
         with open("/proc/stat") as f:
@@ -303,9 +303,9 @@ class LoadSampler:
             pass
 
     async def idle_cpu(self, label: str, seconds: float = 5.0) -> None:
-        first = _cpu_times()
+        first = cpu_times()
         await asyncio.sleep(seconds)
-        second = _cpu_times()
+        second = cpu_times()
         if first and second and second[1] > first[1]:
             self.idle_busy[label] = (second[0] - first[0]) / (second[1] - first[1])
 

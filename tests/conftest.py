@@ -98,3 +98,13 @@ async def sse_events(session: aiohttp.ClientSession, url: str, body: Any) -> lis
             if line.startswith("data: ") and line != "data: [DONE]":
                 events.append(json.loads(line[6:]))
     return events
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process exists and has not ended (a zombie has ended; its parent just has
+    not reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

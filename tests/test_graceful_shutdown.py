@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 
 import aiohttp
 
+from .conftest import process_alive
 from .lsp.harness import BackendProcess, http_json
 
 
@@ -40,14 +40,6 @@ async def test_sigterm_lets_running_tasks_finish(tmp_path) -> None:
         assert sum(e["type"] == "token" for e in events) > 10
         assert await asyncio.to_thread(backend.proc.wait, 15) == 0
         for pid in replica_pids:
-            assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+            assert not process_alive(pid)
     finally:
         backend.stop()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 
-from .conftest import emulated_config, start_backend, stop_backend
+from .conftest import emulated_config, process_alive, start_backend, stop_backend
 
 
 async def test_a_hung_replica_is_stopped_and_replaced(fast_profile_path) -> None:
@@ -27,16 +27,8 @@ async def test_a_hung_replica_is_stopped_and_replaced(fast_profile_path) -> None
             await asyncio.sleep(0.1)
         assert hung.state.value == "stopped" and hung.detail == "unhealthy for 1s"
         assert pool.ready_count() == 2 and len(pool.replicas) == 3  # a new one in its place
-        assert not _alive(hung_pid)  # its process was killed, not left hanging
+        assert not process_alive(hung_pid)  # its process was killed, not left hanging
     finally:
-        if hung_pid is not None and _alive(hung_pid):
+        if hung_pid is not None and process_alive(hung_pid):
             os.kill(hung_pid, signal.SIGCONT)
         await stop_backend(rb)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -26,7 +26,8 @@ import pytest
 from cato_backend.provisioner import ReplicaSpec, ReplicaStartError, free_port
 from cato_backend.ray_provisioner import ACTOR_PREFIX, RayProvisioner
 
-from .conftest import FAST_PROFILE, emulated_config, sse_events, start_backend, stop_backend
+from .conftest import (FAST_PROFILE, emulated_config, process_alive, sse_events, start_backend,
+                       stop_backend)
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 CLUSTER_START_TIMEOUT_S = 60.0
@@ -66,18 +67,10 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except OSError:
-        return False
-
-
 def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
     deadline = time.monotonic() + timeout_s
     while True:
-        left = {p for p in pids if _alive(p)}
+        left = {p for p in pids if process_alive(p)}
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
@@ -469,7 +462,7 @@ def test_watchdog_leaves_when_the_engine_is_stopped_normally():
     try:
         stop(engine, 5)
         assert not _wait_gone({watchdog}, 5), "the watchdog outlived its engine"
-        assert _alive(actor.pid)  # and it did nothing to the actor
+        assert process_alive(actor.pid)  # and it did nothing to the actor
     finally:
         for pid in _group(engine.pid):
             os.kill(pid, signal.SIGKILL)

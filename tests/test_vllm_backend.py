@@ -3,15 +3,13 @@ the packaged SmolLM2-135M-Instruct), one task of each kind through the HTTP API.
 
 from __future__ import annotations
 
-import os
-
 import aiohttp
 import pytest
 
 from cato_backend.config import default_config
 from cato_backend.demo import SAMPLES
 
-from .conftest import sse_events, start_backend, stop_backend
+from .conftest import process_alive, sse_events, start_backend, stop_backend
 
 pytestmark = pytest.mark.vllm
 
@@ -22,7 +20,7 @@ async def test_embedded_default_serves_every_kind_on_real_vllm():
     try:
         await rb.wait_ready(1, timeout_s=600)
         replica = rb.backend.pools["smollm2"].replicas[0]
-        assert replica.pid and os.path.exists(f"/proc/{replica.pid}")
+        assert replica.pid and process_alive(replica.pid)
         async with aiohttp.ClientSession() as s:
             for kind, body in SAMPLES.items():
                 events = await sse_events(s, rb.url + "/v1/tasks", body)
@@ -39,12 +37,4 @@ async def test_embedded_default_serves_every_kind_on_real_vllm():
         assert status["models"]["smollm2"]["emulated"] is False
     finally:
         await stop_backend(rb)
-    assert not os.path.exists(f"/proc/{replica.pid}") or _is_zombie(replica.pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
+    assert not process_alive(replica.pid)

@@ -58,6 +58,7 @@ from . import (
     resolve_profile,
     write_results,
 )
+from ..profile_measure import cpu_times
 from ..provisioner import free_port
 from .overhead import _Proc, _proc_cpu_s, _wait_ready
 
@@ -351,16 +352,6 @@ def backend_config(cfg: BurstConfig, policy: str, profile_path: Path, port: int)
     return data
 
 
-def _cpu_jiffies() -> tuple[int, int] | None:
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v) - idle, sum(v)
-
-
 def _pid_is_emulator(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -426,7 +417,7 @@ async def _poll(session: aiohttp.ClientSession, url: str, t0: float, period: flo
     """Every `period`: the pool's replicas by state, queue, replica-seconds, the autoscaler's
     new decisions, the machine's CPU busy and this benchmark's own (client, backend and
     replica processes) CPU seconds so far."""
-    cpu_prev = _cpu_jiffies()
+    cpu_prev = cpu_times()
     cpu_seen: dict[int, float] = {}  # last CPU seconds read per process (kept after exit)
     while True:
         t_req = time.monotonic()
@@ -444,7 +435,7 @@ async def _poll(session: aiohttp.ClientSession, url: str, t0: float, period: flo
                 pids.add(int(x["pid"]))
         states = [x["state"] for x in reps]
         m = st["models"][MODEL]
-        cpu = _cpu_jiffies()
+        cpu = cpu_times()
         busy = None
         if cpu and cpu_prev and cpu[1] > cpu_prev[1]:
             busy = (cpu[0] - cpu_prev[0]) / (cpu[1] - cpu_prev[1]) * (os.cpu_count() or 1)
