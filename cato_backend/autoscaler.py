@@ -55,6 +55,7 @@ class ReplicaInfo:
     ready_at: float | None = None  # when it became ready; None while starting
     ongoing: int = 0  # requests running on it plus queued for it; cancelled work excluded
     idle_since: float | None = None  # ready with nothing ongoing since then; None when busy
+    slots: int = 0  # requests it runs at once (max_in_flight); 0: not known
 
     @property
     def active(self) -> bool:
@@ -260,6 +261,13 @@ class CatoScalingConfig(_Frozen):
     starting_overdue_factor: float = Field(default=2.0, ge=1, description=(
         "a replica starting for longer than this many cold starts is presumed stuck and no "
         "longer counts as capacity on the way (the provisioner's start timeout removes it)"))
+    consolidate_below: float | None = Field(default=None, gt=0, le=1, description=(
+        "ours, beyond the paper (None: off, Algorithm 2 as published). Algorithm 2 removes "
+        "only replicas idle for whole windows, which never happens while a router spreads a "
+        "steady load over every replica. With this set, after idle_windows_before_scale_down "
+        "windows without a single violation, one ready replica is removed when the peak of "
+        "the pool's ongoing requests over those windows would fill at most this share of the "
+        "slots of one replica fewer (0.5: half the slots stay free for bursts)"))
     settle_windows: int = Field(default=1, ge=0, le=100, description=(
         "a replica that became ready within this many windows still counts as capacity on "
         "the way: the backlog that built up during its cold start is still draining and its "
@@ -382,6 +390,7 @@ class CatoState:
     window_start: float | None = None  # start of the window now open; None before the first
     streak: int = 0  # consecutive exceeded windows up to the last closed one
     last_violations: int = 0  # in the last closed window
+    calm: int = 0  # consecutive closed windows without a violation, up to the last
 
 
 @dataclass(frozen=True)
@@ -407,7 +416,10 @@ class CatoScalingPolicy:
 
     @property
     def retention_s(self) -> float:
-        return self.config.window_s * (self.config.max_exceeded_times + 1)
+        windows = self.config.max_exceeded_times + 1
+        if self.config.consolidate_below is not None:
+            windows = max(windows, self.config.idle_windows_before_scale_down + 1)
+        return self.config.window_s * windows
 
     def initial_state(self) -> CatoState:
         return CatoState()
@@ -437,6 +449,28 @@ class CatoScalingPolicy:
             parts.append(f"{len(settling)} just ready")
         return len(live) + len(settling), ", ".join(parts) or "none"
 
+    def consolidate(self, ctx: ScalingContext, calm: int,
+                    need_s: float) -> tuple[str, str] | None:
+        """The replica to remove when the pool has been calm (no violation) for the last
+        idle_windows_before_scale_down windows and one replica fewer would still keep its
+        slots at most `consolidate_below` full at the peak load of that time; None if not."""
+        cfg, now = self.config, ctx.now
+        ready = [r for r in ctx.replicas if r.ready]
+        if (calm < cfg.idle_windows_before_scale_down or len(ready) < 2 or ctx.n_starting
+                or any(r.slots <= 0 for r in ready)):
+            return None
+        peak = max((s.ongoing for s in ctx.load if now - need_s - _EPS <= s.t <= now),
+                   default=None)
+        if peak is None:
+            return None
+        fewer = sum(r.slots for r in ready) - max(r.slots for r in ready)
+        if peak > cfg.consolidate_below * fewer:
+            return None
+        victim = min(ready, key=lambda r: (r.ongoing, -r.started_at, r.id))
+        return victim.id, (f"calm for {calm} windows and peak {_fmt(peak)} ongoing <= "
+                           f"{_fmt(cfg.consolidate_below)} x {fewer} slots of one replica "
+                           f"fewer: consolidate, {victim.id} ({victim.ongoing} ongoing) goes")
+
     def propose(self, ctx: ScalingContext, state: CatoState,
                 limits: Limits) -> tuple[Proposal, CatoState]:
         cfg, now = self.config, ctx.now
@@ -456,6 +490,7 @@ class CatoScalingPolicy:
         m = cfg.max_exceeded_times
         first = max(0, closed - m)
         streak = state.streak if first == 0 else 0
+        calm = state.calm if first == 0 else 0
         idle = ctx.n_idle
         v = ignored = 0
         start = end = state.window_start
@@ -464,8 +499,9 @@ class CatoScalingPolicy:
             end = start + w
             v, ignored = count_violations(ctx.events, start, end)
             streak = streak + 1 if v > cfg.violation_threshold and v > idle else 0
+            calm = calm + 1 if v == 0 else 0
         new_state = CatoState(window_start=state.window_start + closed * w, streak=streak,
-                              last_violations=v)
+                              last_violations=v, calm=calm)
         what = f"{v} violations in [{_fmt(start)}, {_fmt(end)})"
         if ignored:
             what += f" ({ignored} cancelled, ignored)"
@@ -497,6 +533,11 @@ class CatoScalingPolicy:
         )
         room = current - limits.min_replicas
         n = min(len(long_idle), cfg.max_scale_down_step, max(0, room))
+        if n == 0 and not long_idle and room > 0 and cfg.consolidate_below is not None:
+            spare = self.consolidate(ctx, calm, need)
+            if spare is not None:
+                return (Proposal(current - 1, f"scale down -1: {what}; {spare[1]}",
+                                 remove=(spare[0],), signal=v), new_state)
         if n == 0:
             if not long_idle:
                 return hold(f"no replica idle for {cfg.idle_windows_before_scale_down} windows "

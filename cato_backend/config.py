@@ -100,7 +100,7 @@ class KindConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    policy: Literal["cato", "round_robin", "p2c", "least_loaded", "slo_tier"] = "cato"
+    policy: Literal["cato", "cato_plus", "round_robin", "p2c", "least_loaded", "slo_tier"] = "cato"
     seed: int = 0
 
 

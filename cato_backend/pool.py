@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .profiler import OnlineProfile
-from .queues import ReplicaQueue
+from .queues import LATE_WORK_LAST, ReplicaQueue
 from .router import N_PRIORITIES, NodeRequest, PoolSnapshot, RouteDecision, Router
 
 
@@ -101,7 +101,9 @@ class Pool:
         self.model = model
         self.profile = profile
         self.router = router
-        self.live_per_violated = live_per_violated
+        # A router that wants late work last (cato_plus, the oracle) overrides the share.
+        self.live_per_violated = (LATE_WORK_LAST if getattr(router, "late_work_last", False)
+                                  else live_per_violated)
         self.replicas: list[Replica] = []
         self.pending: list[Job] = []  # routed while no replica was ready
         self.decisions_by_priority = [0] * N_PRIORITIES
@@ -175,7 +177,14 @@ class Pool:
             queued=self._queued.copy(),
             queued_s=self._queued_s.copy(),
             profile=self.profile,
+            schedule=self._schedule,
         )
+
+    def _schedule(self, i: int, deadline: float) -> tuple[list[float], list[float]]:
+        """Replica i's running requests' predicted ends and the live work queued ahead of a
+        new request with `deadline` (`PoolSnapshot.schedule`)."""
+        r = self.replicas[i]
+        return [j.predicted_end for j in r.running], r.queue.live_work_ahead(deadline)
 
     # -- jobs ----------------------------------------------------------------------------
 

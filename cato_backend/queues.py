@@ -22,6 +22,8 @@ from typing import Generic, Literal, TypeVar
 T = TypeVar("T")
 
 PRIORITY_VIOLATED = 0
+# `live_per_violated` that never lets late work run while live work waits (late work last).
+LATE_WORK_LAST = 2**62
 
 
 @dataclass(order=True)
@@ -90,6 +92,15 @@ class ReplicaQueue(Generic[T]):
         del self._entries[id(entry.item)]
         self._account(entry, -1)
         return entry.item
+
+    def live_work_ahead(self, deadline: float) -> list[float]:
+        """Predicted work (seconds) of the live entries a new on-time entry with `deadline`
+        would queue behind, in the order they will run (at-risk ones first, then by
+        deadline); late work is left out, as if it ran last."""
+        ahead = sorted(e.key + (e.work_s,) for e in self._entries.values()
+                       if e.priority != PRIORITY_VIOLATED
+                       and (self.ordering == "fifo" or e.priority < 2 or e.deadline <= deadline))
+        return [k[-1] for k in ahead]
 
     def items(self) -> list[T]:
         return [e.item for e in self._entries.values()]

@@ -11,7 +11,9 @@ in well under 50 us with 1,000 replicas: a Python loop over 1,000 objects alone 
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence
 
@@ -46,6 +48,24 @@ class ReplicaView:
     running_left_s: float = 0.0  # predicted seconds of work left in the running requests
     queued: tuple[int, int, int] = (0, 0, 0)  # queued requests per priority
     queued_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # their predicted service seconds
+
+
+Schedule = Callable[[int, float], tuple[Sequence[float], Sequence[float]]]
+
+
+def slot_start(running_ends: Sequence[float], max_in_flight: int, ahead_work: Sequence[float],
+               now: float) -> float:
+    """When a newcomer starts behind `ahead_work` (seconds each, in queue order) on a replica
+    whose running requests end at `running_ends`: slots free one by one, each taken by the
+    next in line. Unlike the fluid `expected_waits`, a slot that frees early is used early."""
+    free = max_in_flight - len(running_ends)
+    if len(ahead_work) < free:
+        return now
+    slots = [max(t, now) for t in running_ends] + [now] * max(0, free)
+    heapq.heapify(slots)
+    for work in ahead_work:
+        heapq.heapreplace(slots, slots[0] + work)
+    return slots[0]
 
 
 def expected_waits(
@@ -84,6 +104,10 @@ class PoolSnapshot:
     load: np.ndarray  # int: running + queued, what queue-length policies look at
     step_s: np.ndarray  # float: decode step time at the batch a newcomer would join
     tiebreak: np.ndarray  # float: a nanosecond per running request, to split equal waits
+    # Replica i's slots in detail, for policies that look past the columns: (predicted ends
+    # of its running requests, predicted work of the live requests queued with a deadline at
+    # or before `deadline`, in queue order). None when the pool does not offer it.
+    schedule: Schedule | None = None
 
     @classmethod
     def build(
@@ -96,13 +120,14 @@ class PoolSnapshot:
         queued: np.ndarray,
         queued_s: np.ndarray,
         profile: OnlineProfile,
+        schedule: Schedule | None = None,
     ) -> PoolSnapshot:
         load = running + queued.sum(axis=0)
         return cls(
             ids=tuple(ids), ready=ready, running=running, max_in_flight=max_in_flight,
             running_left_s=running_left_s, queued=queued, queued_s=queued_s, load=load,
             step_s=profile.step_s_array(np.minimum(load + 1, max_in_flight)),
-            tiebreak=running * 1e-9,
+            tiebreak=running * 1e-9, schedule=schedule,
         )
 
     @classmethod
@@ -210,6 +235,54 @@ class SlackAwareRouter:
                              f"+ service {service:.3f}s")
 
 
+@dataclass
+class SlotAwareRouter:
+    """Ours, beyond the paper (issue #6 item 5): Algorithm 1's priorities, with two changes
+    the simulator showed to pay off under overload (bench/results/report.md):
+    - the wait on a replica is when a slot frees for the newcomer (`slot_start`: the running
+      requests' predicted ends, then the live requests queued ahead of it by deadline), not
+      the fluid average over all slots, which overestimates it when one slot frees early;
+    - late work (priority 0) runs only when no live work waits (`late_work_last`), instead of
+      one slot in every `live_per_violated + 1`: a node already late cannot be rescued, and
+      each slot it takes can make another node late.
+    Needs the pool's `schedule`; costs a pass over each ready replica's slots and queue, so
+    it is for pools of tens of replicas, not thousands."""
+
+    profile: OnlineProfile
+    name: str = "cato_plus"
+    ordering: Ordering = "slack"
+    late_work_last: bool = True
+
+    def decide(self, req: NodeRequest, pool: PoolSnapshot, now: float) -> RouteDecision:
+        slack = req.deadline - now
+        if not pool.ready.any():
+            return _no_replica(slack)
+        if pool.schedule is None:
+            raise ValueError("cato_plus needs a pool snapshot with a schedule")
+        ttft = self.profile.ttft_s(req.prompt_tokens)
+        decode_steps = 0 if req.to_first_token else max(0, req.output_tokens - 1)
+        if slack <= 0:
+            wait = pool.wait(PRIORITY_VIOLATED)
+            i = int(np.argmin(wait + pool.tiebreak))
+            return SlackAwareRouter._decision(pool, i, PRIORITY_VIOLATED, wait, ttft,
+                                              decode_steps, slack,
+                                              "already violated; {r} has the shortest wait")
+        ready = np.flatnonzero(pool.ready)
+        wait = np.full(len(pool), np.inf)
+        for i in ready:
+            ends, ahead = pool.schedule(int(i), req.deadline)
+            wait[i] = slot_start(ends, int(pool.max_in_flight[i]), ahead, now) - now
+        finish = wait + (ttft + decode_steps * pool.step_s)
+        meets = finish <= slack
+        if meets.any():
+            i = int(np.argmin(np.where(meets, wait + pool.tiebreak, np.inf)))
+            return SlackAwareRouter._decision(pool, i, PRIORITY_ON_TIME, wait, ttft,
+                                              decode_steps, slack, "{r} meets it")
+        i = int(np.argmin(wait + pool.tiebreak))
+        return SlackAwareRouter._decision(pool, i, PRIORITY_AT_RISK, wait, ttft, decode_steps,
+                                          slack, "no replica meets it; {r} frees a slot first")
+
+
 def _plain(pool: PoolSnapshot, i: int, req: NodeRequest, now: float, reason: str) -> RouteDecision:
     """A decision of a slack-blind baseline: every request is just 'on time' to it."""
     return RouteDecision(pool.ids[i], i, PRIORITY_ON_TIME, float("nan"), float("nan"),
@@ -310,12 +383,14 @@ class SloTierRouter:
                              float(predicted[i] - wait[i]), slack, f"slo tier: {pool.ids[i]}, {why}")
 
 
-ROUTERS = ("cato", "round_robin", "p2c", "least_loaded", "slo_tier")
+ROUTERS = ("cato", "cato_plus", "round_robin", "p2c", "least_loaded", "slo_tier")
 
 
 def make_router(name: str, profile: OnlineProfile, seed: int = 0) -> Router:
     if name == "cato":
         return SlackAwareRouter(profile)
+    if name == "cato_plus":
+        return SlotAwareRouter(profile)
     if name == "round_robin":
         return RoundRobinRouter()
     if name == "p2c":

@@ -28,7 +28,8 @@ def scaling_context(pool: Pool, now: float, retention_s: float, tick_s: float,
     return ScalingContext(
         now=now,
         replicas=tuple(ReplicaInfo(r.id, r.state, r.started_at, r.ready_at,
-                                   len(r.running) + len(r.queue), r.idle_since)
+                                   len(r.running) + len(r.queue), r.idle_since,
+                                   r.max_in_flight)
                        for r in pool.replicas if r.state is not ReplicaState.STOPPED),
         events=tuple(reversed(events)),
         load=tuple(reversed(load)),

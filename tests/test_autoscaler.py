@@ -450,3 +450,47 @@ def test_config_knobs_are_validated_and_read_from_plain_data():
         AutoscalerConfig(cato={"window_seconds": 5})  # unknown knob
     with pytest.raises(ValidationError):
         CatoScalingConfig(violations_per_replica=0)
+
+
+# ------------------------------------------------------- CATO+: consolidation (ours, opt-in)
+
+
+def slotted(rid: str, ongoing: int, started: float = -100.0) -> ReplicaInfo:
+    return ReplicaInfo(rid, READY, started_at=started, ready_at=started + 50, ongoing=ongoing,
+                       slots=8)
+
+
+def steady(ongoing: float, until: float = 60.0) -> tuple[LoadSample, ...]:
+    return tuple(LoadSample(float(t), ongoing) for t in range(0, int(until) + 1, 5))
+
+
+def test_consolidation_removes_the_least_busy_replica_after_six_calm_windows():
+    # 4 replicas x 8 slots, peak 10 ongoing: 3 replicas' 24 slots would be 42% full (<= 50%)
+    pool = [slotted("a", 3), slotted("b", 1), slotted("c", 3), slotted("d", 3)]
+    decisions, _ = run(cato(consolidate_below=0.5), [0, 10, 20, 30, 40, 50, 60], pool,
+                       load=steady(10))
+    assert [d.action for d in decisions] == ["hold"] * 6 + ["down"]
+    d = decisions[-1]
+    assert d.remove == ("b",) and d.target == 3
+    assert "calm for 6 windows and peak 10 ongoing <= 0.5 x 24 slots" in d.reason
+    # Algorithm 2 as published never removes a busy replica
+    plain, _ = run(cato(), [0, 10, 20, 30, 40, 50, 60], pool, load=steady(10))
+    assert all(x.action == "hold" for x in plain)
+
+
+def test_consolidation_waits_for_calm_and_for_room():
+    pool = [slotted("a", 6), slotted("b", 6), slotted("c", 6)]
+    # peak 13 would fill 13 / 16 slots of two replicas: over half, so all stay
+    crowded, _ = run(cato(consolidate_below=0.5), [0, 10, 20, 30, 40, 50, 60, 70], pool,
+                     load=steady(13, 70))
+    assert all(x.action == "hold" for x in crowded)
+    # one violation in [50, 60) restarts the calm count: no removal at 60 or 70
+    shaken, _ = run(cato(consolidate_below=0.5), [0, 10, 20, 30, 40, 50, 60, 70],
+                    [slotted("a", 1), slotted("b", 1), slotted("c", 1)], violated(1, 55.0),
+                    load=steady(3, 70))
+    assert all(x.action == "hold" for x in shaken)
+    # slots not known (0): no consolidation
+    blind = [ReplicaInfo(r, READY, started_at=-100, ready_at=-50, ongoing=1) for r in "abc"]
+    unknown, _ = run(cato(consolidate_below=0.5), [0, 10, 20, 30, 40, 50, 60], blind,
+                     load=steady(3))
+    assert all(x.action == "hold" for x in unknown)

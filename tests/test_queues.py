@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cato_backend.queues import ReplicaQueue
+from cato_backend.queues import LATE_WORK_LAST, ReplicaQueue
 
 VIOLATED, AT_RISK, ON_TIME = 0, 1, 2
 NOW = 10.0
@@ -199,3 +199,26 @@ def test_pop_of_an_empty_queue_returns_none():
 def test_live_per_violated_must_be_at_least_one():
     with pytest.raises(ValueError):
         ReplicaQueue("slack", live_per_violated=0)
+
+
+def test_late_work_last_never_runs_late_work_while_live_work_waits():
+    q: ReplicaQueue[Job] = ReplicaQueue("slack", live_per_violated=LATE_WORK_LAST)
+    for i in range(3):
+        q.push(Job(f"V{i}"), VIOLATED, deadline=1.0 + i, work_s=1.0)
+    for i in range(10):
+        q.push(Job(f"L{i}"), ON_TIME, deadline=50.0 + i, work_s=1.0)
+    assert drain(q) == [f"L{i}" for i in range(10)] + ["V0", "V1", "V2"]
+
+
+def test_live_work_ahead_is_what_a_new_on_time_entry_queues_behind():
+    q: ReplicaQueue[Job] = ReplicaQueue("slack")
+    q.push(Job("late"), VIOLATED, deadline=1.0, work_s=9.0)  # runs last for cato_plus
+    q.push(Job("risk"), AT_RISK, deadline=99.0, work_s=2.0)  # at risk: ahead of any on-time
+    q.push(Job("early"), ON_TIME, deadline=20.0, work_s=3.0)
+    q.push(Job("later"), ON_TIME, deadline=40.0, work_s=4.0)
+    assert q.live_work_ahead(30.0) == [2.0, 3.0]
+    assert q.live_work_ahead(10.0) == [2.0]
+    fifo: ReplicaQueue[Job] = ReplicaQueue("fifo")
+    fifo.push(Job("b"), ON_TIME, deadline=40.0, work_s=4.0)
+    fifo.push(Job("a"), ON_TIME, deadline=20.0, work_s=3.0)
+    assert fifo.live_work_ahead(10.0) == [4.0, 3.0]  # FIFO: everything, in arrival order

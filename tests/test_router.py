@@ -26,6 +26,7 @@ from cato_backend.router import (
     SloTierRouter,
     expected_waits,
     make_router,
+    slot_start,
 )
 
 PROFILE = EngineProfile(
@@ -358,3 +359,58 @@ def test_slo_tier_without_a_fitting_replica_favours_low_latency_deterministicall
 
 def test_slo_tier_is_available_by_name():
     assert make_router("slo_tier", online()).name == "slo_tier"
+
+
+# -- cato_plus: slot-exact waits (ours, beyond the paper) ------------------------------------
+
+def test_slot_start_uses_the_first_slot_to_free_not_the_fluid_average():
+    # two slots: one frees at 10.1, the other at 19.0; the fluid model says (0.1 + 9) / 2
+    assert slot_start([10.1, 19.0], 2, [], NOW) == pytest.approx(10.1)
+    # one request queued ahead (0.5 s of work) takes the first slot; the newcomer the next
+    assert slot_start([10.1, 19.0], 2, [0.5], NOW) == pytest.approx(10.6)
+    assert slot_start([10.1, 10.2], 2, [5.0, 5.0], NOW) == pytest.approx(15.1)
+    # free slots: no wait while what is queued ahead fits in them
+    assert slot_start([], 2, [1.0], NOW) == NOW
+    assert slot_start([], 2, [1.0, 1.0], NOW) == pytest.approx(11.0)
+    # ends already past (a request running over its prediction) count as ending now
+    assert slot_start([9.0], 1, [], NOW) == NOW
+
+
+def plus_snapshot(ends: dict[str, list[float]], ahead: dict[str, list[float]],
+                  max_in_flight: int = 2) -> PoolSnapshot:
+    views = [ReplicaView(rid, running=len(e), max_in_flight=max_in_flight,
+                         running_left_s=sum(t - NOW for t in e)) for rid, e in ends.items()]
+    ids = list(ends)
+    base = snap(*views)
+    return PoolSnapshot.build(base.ids, base.ready, base.running, base.max_in_flight,
+                              base.running_left_s, base.queued, base.queued_s, online(),
+                              schedule=lambda i, deadline: (ends[ids[i]], ahead.get(ids[i], [])))
+
+
+def test_cato_plus_sees_a_slot_that_frees_early_where_algorithm_1_sees_none():
+    # "a": slots free at 10.1 and 19.0 (fluid wait 4.55 s); "b": both at 13.0 (fluid 3.0 s)
+    ends = {"a": [10.1, 19.0], "b": [13.0, 13.0]}
+    r = req(0.5, to_first_token=True)
+    plus = make_router("cato_plus", online()).decide(r, plus_snapshot(ends, {}), NOW)
+    assert plus.replica_id == "a" and plus.priority == PRIORITY_ON_TIME
+    assert plus.expected_wait_s == pytest.approx(0.1)
+    fluid = cato().decide(r, plus_snapshot(ends, {}), NOW)
+    assert fluid.priority == PRIORITY_AT_RISK and fluid.replica_id == "b"
+
+
+def test_cato_plus_counts_the_work_queued_ahead_and_keeps_algorithm_1s_priorities():
+    ends = {"a": [10.1, 19.0], "b": [13.0, 13.0]}
+    router = make_router("cato_plus", online())
+    # 4 s queued ahead on "a": its next slot is at 10.1 + 4 = 14.1 for the newcomer; b at 13
+    d = router.decide(req(5.0, to_first_token=True), plus_snapshot(ends, {"a": [4.0]}), NOW)
+    assert d.replica_id == "b" and d.expected_wait_s == pytest.approx(3.0)
+    late = router.decide(req(0.5, to_first_token=True), plus_snapshot(ends, {"a": [4.0]}), NOW)
+    assert late.priority == PRIORITY_AT_RISK and late.replica_id == "b"
+    gone = router.decide(req(-1.0), plus_snapshot(ends, {}), NOW)
+    assert gone.priority == PRIORITY_VIOLATED
+    assert router.late_work_last and router.ordering == "slack"
+
+
+def test_cato_plus_needs_the_pools_schedule():
+    with pytest.raises(ValueError, match="needs a pool snapshot with a schedule"):
+        make_router("cato_plus", online()).decide(req(1.0), snap(ReplicaView("a")), NOW)

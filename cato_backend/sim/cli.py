@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..router import ROUTERS
+from .oracle import ORACLE
 from .requests import Request
 from .run import SCALING
 
@@ -59,8 +60,9 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser, str], None])
     p = sub.add_parser("simulate", help="discrete-event simulation of a replica pool "
                        "(SIMULATED replicas from an engine profile; the server's policies)")
     common(p, "simulate")
-    p.add_argument("--router", type=_choices(ROUTERS), default=["cato"],
-                   help=f"router policies, comma-separated ({', '.join(ROUTERS)}; default cato)")
+    p.add_argument("--router", type=_choices(ROUTERS + (ORACLE,)), default=["cato"],
+                   help=f"router policies, comma-separated ({', '.join(ROUTERS)}; {ORACLE}: "
+                        "EDF with known output lengths, simulator only; default cato)")
     p.add_argument("--scaling", type=_choices(SCALING), default=["none"],
                    help="autoscaling policies, comma-separated (none: a fixed pool of "
                         "--replicas; cato: paper Alg. 2; ray: Ray Serve's default; default none)")

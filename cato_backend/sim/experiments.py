@@ -3,7 +3,13 @@
 - (a) `long`: long-output tasks (generation + translation) on a fixed pool, the load swept.
 - (b) `short`: short tasks (completion + summarization) on a fixed pool, the load swept.
 - (c) `mixed`: all four kinds at once on an autoscaled pool, the load stepping up and down
-  through the paper's levels (low, moderate, high, moderate, low).
+  through the paper's levels (low, moderate, high, moderate, low); `mixed_over` is the same
+  with a replica cap below the peak's need, so that the highest load overloads the pool.
+
+Besides the paper's CATO and the baselines, every experiment runs CATO+ (ours, beyond the
+paper: the slot-aware router `cato_plus` and, autoscaled, Algorithm 2 with consolidation) and
+the offline oracle (EDF with known service times, `oracle.py`; autoscaled experiments give it
+the whole replica cap from the start, the most goodput the cap allows).
 
 Load: every kind of an experiment at one of the paper's per-kind rates (0.67 ... 3.33 req/s,
 `workloads.PAPER_RATE_LEVELS`) times a `scale`. The paper's pool (12 NPUs running a 7B model)
@@ -23,7 +29,7 @@ stops counts as not met), as in the summary.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,25 +48,32 @@ TTFT_CRITICAL = ("completion", "generation")
 # (label, router, scaling); fixed pools use the first two fields only.
 FIXED_POLICIES: tuple[tuple[str, str], ...] = (
     ("CATO", "cato"),
+    ("CATO+ (ours)", "cato_plus"),
     ("round robin", "round_robin"),
     ("p2c (Ray Serve's router)", "p2c"),
     ("least loaded", "least_loaded"),
     ("slo_tier (llm-d style)", "slo_tier"),
+    ("oracle (EDF, known service times)", "oracle"),
 )
+FIXED_AT_MAX = "max"  # "scaling" of the autoscaled oracle: max_replicas ready from the start
 # The routers other than CATO's get Ray Serve's default autoscaler (the autoscaler a deployment
 # without CATO would have); the last two rows are ablations, each swapping one of the two halves.
 SCALED_POLICIES: tuple[tuple[str, str, str], ...] = (
     ("CATO", "cato", "cato"),
+    ("CATO+ (ours)", "cato_plus", "cato_plus"),
     ("round robin + Ray scaler", "round_robin", "ray"),
     ("Ray Serve-like (p2c + Ray scaler)", "p2c", "ray"),
     ("least loaded + Ray scaler", "least_loaded", "ray"),
     ("slo_tier + Ray scaler", "slo_tier", "ray"),
     ("ablation: CATO router + Ray scaler", "cato", "ray"),
     ("ablation: p2c + CATO scaler", "p2c", "cato"),
+    ("oracle (EDF, known service times; all replicas)", "oracle", FIXED_AT_MAX),
 )
 CATO_LABEL = "CATO"
 RAY_LABEL = "Ray Serve-like (p2c + Ray scaler)"
 RAY_FIXED_LABEL = "p2c (Ray Serve's router)"
+PLUS_LABEL = "CATO+ (ours)"
+ORACLE_ROUTER = "oracle"
 
 
 @dataclass
@@ -86,6 +99,8 @@ class ReportConfig:
     mixed_initial_replicas: int = 4
     min_replicas: int = 1
     max_replicas: int = 16
+    # (c) over the cap: the same schedule with a cap ~15% under the top phase's ~14 replicas
+    over_max_replicas: int = 12
     fixed_policies: tuple[tuple[str, str], ...] = FIXED_POLICIES
     scaled_policies: tuple[tuple[str, str, str], ...] = SCALED_POLICIES
     cdf_points: int = 101  # quantiles kept per latency CDF
@@ -189,7 +204,8 @@ def mixed_schedule(cfg: ReportConfig) -> list[tuple[float, dict[str, float]]]:
 
 
 def mixed_autoscaled(cfg: ReportConfig, profile: EngineProfile, corpus: Corpus,
-                     tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                     tick: Callable[[str], None] = lambda _: None, *,
+                     name: str = "mixed") -> dict[str, Any]:
     """(c): all four kinds, autoscaled between min and max replicas, phased load."""
     phases = mixed_schedule(cfg)
     requests = piecewise(phases, seed=cfg.seed, scale=cfg.mixed_scale, corpus=corpus,
@@ -197,16 +213,27 @@ def mixed_autoscaled(cfg: ReportConfig, profile: EngineProfile, corpus: Corpus,
     windows = [(i * cfg.mixed_phase_s, (i + 1) * cfg.mixed_phase_s) for i in range(len(phases))]
     runs = []
     for label, router, scaling in cfg.scaled_policies:
-        runs.append(simulate_one(requests, profile, label, router, scaling, cfg,
-                                 replicas=cfg.mixed_initial_replicas, phases=windows,
-                                 keep_timeline=True))
-        tick(f"mixed {router}+{scaling}")
-    return {"name": "mixed", "kinds": list(ALL_KINDS), "scale": cfg.mixed_scale,
+        at_max = scaling == FIXED_AT_MAX
+        runs.append(simulate_one(requests, profile, label, router,
+                                 "none" if at_max else scaling, cfg,
+                                 replicas=cfg.max_replicas if at_max
+                                 else cfg.mixed_initial_replicas,
+                                 phases=windows, keep_timeline=True))
+        tick(f"{name} {router}+{scaling}")
+    return {"name": name, "kinds": list(ALL_KINDS), "scale": cfg.mixed_scale,
+            "max_replicas": cfg.max_replicas,
             "phases": [{"start_s": a, "end_s": b, "paper_level": lv,
                         "rate_per_kind": round(lv * cfg.mixed_scale, 4)}
                        for (a, b), lv in zip(windows, cfg.mixed_levels)],
             "requests": len(requests), "runs": [asdict(r) for r in runs]}
 
 
+def mixed_over_cap(cfg: ReportConfig, profile: EngineProfile, corpus: Corpus,
+                   tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """(c) with `over_max_replicas` as the cap: the highest load overloads the pool."""
+    return mixed_autoscaled(replace(cfg, max_replicas=cfg.over_max_replicas), profile, corpus,
+                            tick, name="mixed_over")
+
+
 def count_runs(cfg: ReportConfig) -> int:
-    return 2 * len(cfg.levels) * len(cfg.fixed_policies) + len(cfg.scaled_policies)
+    return 2 * len(cfg.levels) * len(cfg.fixed_policies) + 2 * len(cfg.scaled_policies)

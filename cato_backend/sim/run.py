@@ -32,6 +32,7 @@ from typing import Any
 
 from ..autoscaler import (
     AutoscalerConfig,
+    CatoScalingConfig,
     ScaleDecision,
     make_autoscaler,
 )
@@ -43,15 +44,18 @@ from ..orchestrator import Orchestrator, Task
 from ..pool import Job, Pool, Replica, ReplicaState
 from ..profiler import CONDITIONAL_RUN_PRIOR, NON_LLM_PRIOR_S, OnlineProfile, Profiler
 from ..profiles import EngineProfile
-from ..router import PRIORITY_VIOLATED, NodeRequest, make_router
+from ..router import PRIORITY_VIOLATED, NodeRequest, Router, make_router
 from ..scaling_context import scaling_context
 from .engine import EngineOutcome, EngineRequest, SimEngine
 from .metrics import SimRecorder
+from .oracle import ORACLE, OracleRouter
 from .requests import Request
 
 DEFAULT_COLD_START_S = 60.0  # when neither the config nor the profile gives one
 REPAIR_PROMPT_EXTRA = 64  # tokens of the repair prompt besides the translated code
-SCALING = ("none", "cato", "ray")
+SCALING = ("none", "cato", "cato_plus", "ray")
+# cato_plus: Algorithm 2 plus our consolidation (CatoScalingConfig.consolidate_below)
+CONSOLIDATE_BELOW = 0.5
 
 # Event kinds, in a tuple (t, seq, kind, a, b) on the heap.
 _ARRIVAL, _ENGINE, _STEP, _TICK, _READY = range(5)
@@ -61,7 +65,7 @@ _ARRIVAL, _ENGINE, _STEP, _TICK, _READY = range(5)
 class SimConfig:
     """One simulated deployment: one model's replica pool, its policies, and the engine."""
 
-    router: str = "cato"  # cato | round_robin | p2c | least_loaded
+    router: str = "cato"  # a server router (router.ROUTERS) or "oracle" (sim only)
     scaling: str = "none"  # none | cato | ray
     replicas: int | None = None  # initial replicas, ready at t=0; None: 4, or min_replicas
     min_replicas: int = 1
@@ -87,10 +91,12 @@ class SimConfig:
             raise ValueError(f"unknown scaling policy {self.scaling!r}; choose one of "
                              f"{', '.join(SCALING)}")
         if self.autoscaler is None and self.scaling != "none":
-            self.autoscaler = AutoscalerConfig(policy=self.scaling,
-                                               min_replicas=self.min_replicas,
-                                               max_replicas=self.max_replicas)
-        if self.autoscaler is not None:
+            plus = self.scaling == "cato_plus"
+            self.autoscaler = AutoscalerConfig(
+                policy="cato" if plus else self.scaling, min_replicas=self.min_replicas,
+                max_replicas=self.max_replicas,
+                cato=CatoScalingConfig(consolidate_below=CONSOLIDATE_BELOW if plus else None))
+        elif self.autoscaler is not None:
             self.scaling = self.autoscaler.policy
         if self.replicas is None:
             self.replicas = self.autoscaler.min_replicas if self.autoscaler else 4
@@ -189,7 +195,9 @@ class Simulation:
         self.engine_profile = engine_profile or profile
         self.clock = ManualClock(0.0)
         self.online = OnlineProfile(profile)
-        self.router = make_router(cfg.router, self.online, seed=cfg.seed)
+        self.knows_outputs = cfg.router == ORACLE  # the oracle plans with true output lengths
+        self.router: Router = (OracleRouter(self.online) if self.knows_outputs
+                               else make_router(cfg.router, self.online, seed=cfg.seed))
         self.model = cfg.model
         self.pool = Pool(self.model, self.online, self.router,
                          live_per_violated=cfg.server.queue.live_per_violated)
@@ -353,14 +361,16 @@ class Simulation:
         prompt = req.prompt_tokens
         if node.conditional:  # the repair: the translated code and the problem
             prompt = sum(run.node_tokens.values()) + REPAIR_PROMPT_EXTRA
+        output_tokens = max(1, min(req.output_tokens, task.max_tokens))
         node_req = NodeRequest(
             deadline=task.arrival + run.plan.nodes[node.name].deadline_offset_s,
             prompt_tokens=prompt,
-            output_tokens=self.profiler.expected_output_tokens(task.kind, node.name,
-                                                               task.max_tokens),
+            output_tokens=(output_tokens if self.knows_outputs else
+                           self.profiler.expected_output_tokens(task.kind, node.name,
+                                                                task.max_tokens)),
             to_first_token=task.metric is SlaMetric.TTFT and node.output,
         )
-        grant = _Grant(self, run, node, prompt, max(1, min(req.output_tokens, task.max_tokens)))
+        grant = _Grant(self, run, node, prompt, output_tokens)
         job = Job(node_req, node_id=f"{task.request_id}/{node.name}",
                   granted=grant)  # type: ignore[arg-type]
         grant.job = job

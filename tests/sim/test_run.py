@@ -7,6 +7,7 @@ import pytest
 
 from cato_backend.autoscaler import Autoscaler, AutoscalerConfig, CatoScalingConfig
 from cato_backend.pool import Pool, ReplicaState
+from cato_backend.queues import LATE_WORK_LAST
 from cato_backend.router import PowerOfTwoRouter, SlackAwareRouter
 from cato_backend.sim.requests import Request
 from cato_backend.sim.run import SimConfig, Simulation, simulate
@@ -151,3 +152,20 @@ def test_scaling_context_reads_the_window_of_the_pools_log():
     lean = scaling_context(s.pool, 7.0, 4.0, 1.0, None, met_events=False)
     assert [e.node_id for e in lean.events] == ["c"]
     assert ctx.n_ready == 2 and ctx.n_idle == 2 and [x.ongoing for x in ctx.load] == [0]
+
+
+def test_the_oracle_plans_with_true_output_lengths_and_serves_late_work_last():
+    sim = Simulation(SimConfig(router="oracle", replicas=1), PROFILE)
+    assert sim.knows_outputs and sim.pool.router.name == "oracle"
+    assert sim.pool.live_per_violated == LATE_WORK_LAST
+    plain = Simulation(SimConfig(router="cato", replicas=1), PROFILE)
+    assert not plain.knows_outputs and plain.pool.live_per_violated == 3
+
+
+def test_oracle_and_cato_plus_beat_algorithm_1_under_overload():
+    # one replica, one slot: 5 completions of 50 tokens every 0.3 s, a 0.3 s TTFT SLA; a
+    # completion takes 20 ms + 49 x 10 ms = 0.51 s, so at most every other one can be on time
+    reqs = [completion(0.3 * i, 100, 50, sla_ms=300.0) for i in range(40)]
+    goodput = {r: run(reqs, router=r, replicas=1, max_in_flight=1)["goodput"]
+               for r in ("cato", "cato_plus", "oracle")}
+    assert goodput["oracle"] >= goodput["cato_plus"] > goodput["cato"]
