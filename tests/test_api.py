@@ -377,3 +377,20 @@ async def test_a_bug_inside_a_task_still_ends_the_stream_with_an_error(emulated_
         assert "internal error" in events[-1]["message"]
         ok = await sse_events(s, emulated_backend.url + "/v1/tasks", SAMPLES["completion"])
         assert ok[-1]["type"] == "done"
+
+
+async def test_the_backend_serves_every_kind_with_cato_plus(fast_profile_path):
+    """Ours beyond the paper, in the real server: the slot-aware router reads the pool's
+    schedule and the consolidating scaler is a config knob."""
+    config = emulated_config(fast_profile_path, replicas=2, router={"policy": "cato_plus"})
+    rb = await start_backend(config)
+    try:
+        await rb.wait_ready(2)
+        pool = rb.backend.pools["smollm2"]
+        assert pool.router.name == "cato_plus" and pool.live_per_violated > 10**9
+        async with aiohttp.ClientSession() as s:
+            done = await asyncio.gather(*(sse_events(s, rb.url + "/v1/tasks", SAMPLES[k])
+                                          for k in SAMPLES for _ in range(3)))
+        assert [d[-1]["type"] for d in done] == ["done"] * 3 * len(SAMPLES)
+    finally:
+        await stop_backend(rb)

@@ -137,7 +137,8 @@ def test_router_end_to_end(tmp_path: Path, fast_profile_path: Path, capsys) -> N
     assert ENV_KEYS <= data["environment"].keys()
     assert [r["replicas"] for r in data["results"]] == [10, 20]
     for r in data["results"]:
-        assert set(r["decide_us"]) == {"cato", "round_robin", "p2c", "least_loaded"}
+        assert set(r["decide_us"]) == {"cato", "cato_plus", "round_robin", "p2c", "least_loaded",
+                                       "slo_tier"}
         for stats in r["decide_us"].values():
             assert stats["n"] == 100 and _finite(stats["p50"]) and _finite(stats["p99"])
         assert r["snapshot_us"]["n"] == 20

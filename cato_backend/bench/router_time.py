@@ -38,7 +38,7 @@ from . import (
 
 TARGET_US = 50.0
 TARGET_REPLICAS = 1000
-POLICIES = ("cato", "round_robin", "p2c", "least_loaded")
+POLICIES = ("cato", "cato_plus", "round_robin", "p2c", "least_loaded", "slo_tier")
 
 
 @dataclass
@@ -340,6 +340,11 @@ def router_markdown(p: dict[str, Any]) -> str:
         table,
         "",
         *verdicts,
+        "",
+        ("The target is Algorithm 1's (`cato`, the default). `cato_plus` (ours, beyond the "
+         "paper) walks every ready replica's running requests and queue for each decision, so "
+         "its cost grows with the pool's size and backlog: it is meant for pools of tens of "
+         "replicas, and its rows show what it costs beyond that."),
         "",
         environment_note(env, p["elapsed_s"]),
     ])
