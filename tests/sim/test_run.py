@@ -3,6 +3,8 @@ and that the server's own policy objects are the ones driven."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cato_backend.autoscaler import Autoscaler, AutoscalerConfig, CatoScalingConfig
@@ -169,3 +171,19 @@ def test_oracle_and_cato_plus_beat_algorithm_1_under_overload():
     goodput = {r: run(reqs, router=r, replicas=1, max_in_flight=1)["goodput"]
                for r in ("cato", "cato_plus", "oracle")}
     assert goodput["oracle"] >= goodput["cato_plus"] > goodput["cato"]
+
+
+def test_cato_plus_scaling_consolidates_a_steady_light_load_that_algorithm_2_keeps_spread():
+    # 4 replicas x 8 slots, Poisson 40 completions/s of ~60 ms each: ~2.4 running at a time,
+    # which the router spreads (no replica idle for a minute) over 32 slots
+    rng, t, steady = random.Random(0), 0.0, []
+    while t < 200.0:
+        t += rng.expovariate(40.0)
+        steady.append(completion(t, 100, 5, sla_ms=2000.0))
+    out = {p: run(steady, scaling=p, replicas=4, min_replicas=1, max_replicas=4,
+                  max_in_flight=8) for p in ("cato", "cato_plus")}
+    assert out["cato"]["scale_decisions"] == []
+    downs = [d for d in out["cato_plus"]["scale_decisions"] if d["action"] == "down"]
+    assert len(downs) >= 2 and all("consolidate" in d["reason"] for d in downs)
+    assert out["cato_plus"]["goodput"] == out["cato"]["goodput"] == 1.0
+    assert out["cato_plus"]["replica_seconds"] < 0.8 * out["cato"]["replica_seconds"]
