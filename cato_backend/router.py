@@ -245,8 +245,9 @@ class SlotAwareRouter:
     - late work (priority 0) runs only when no live work waits (`late_work_last`), instead of
       one slot in every `live_per_violated + 1`: a node already late cannot be rescued, and
       each slot it takes can make another node late.
-    Needs the pool's `schedule`; costs a pass over each ready replica's slots and queue, so
-    it is for pools of tens of replicas, not thousands."""
+    Needs the pool's `schedule`. While some replica has a slot free it costs what Algorithm
+    1 costs; otherwise a pass over each ready replica's slots and queue, which is for pools of
+    tens of replicas, not thousands (`bench/results/router.md`)."""
 
     profile: OnlineProfile
     name: str = "cato_plus"
@@ -267,12 +268,22 @@ class SlotAwareRouter:
             return SlackAwareRouter._decision(pool, i, PRIORITY_VIOLATED, wait, ttft,
                                               decode_steps, slack,
                                               "already violated; {r} has the shortest wait")
-        ready = np.flatnonzero(pool.ready)
+        service = ttft + decode_steps * pool.step_s
+        # Fast path: a replica with a slot free even behind all its live queued work starts
+        # the newcomer at once (no wait can be shorter), so no slots need walking.
+        free = pool.ready & (pool.running + pool.queued[1:].sum(axis=0) < pool.max_in_flight)
+        meets_now = free & (service <= slack)
+        if meets_now.any():
+            wait = np.where(pool.ready, np.where(free, 0.0, np.nan), np.inf)
+            i = int(np.argmin(np.where(meets_now, pool.tiebreak, np.inf)))
+            return SlackAwareRouter._decision(pool, i, PRIORITY_ON_TIME, wait, ttft,
+                                              decode_steps, slack, "{r} has a free slot and "
+                                              "meets it")
         wait = np.full(len(pool), np.inf)
-        for i in ready:
+        for i in np.flatnonzero(pool.ready):
             ends, ahead = pool.schedule(int(i), req.deadline)
             wait[i] = slot_start(ends, int(pool.max_in_flight[i]), ahead, now) - now
-        finish = wait + (ttft + decode_steps * pool.step_s)
+        finish = wait + service
         meets = finish <= slack
         if meets.any():
             i = int(np.argmin(np.where(meets, wait + pool.tiebreak, np.inf)))

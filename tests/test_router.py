@@ -414,3 +414,17 @@ def test_cato_plus_counts_the_work_queued_ahead_and_keeps_algorithm_1s_prioritie
 def test_cato_plus_needs_the_pools_schedule():
     with pytest.raises(ValueError, match="needs a pool snapshot with a schedule"):
         make_router("cato_plus", online()).decide(req(1.0), snap(ReplicaView("a")), NOW)
+
+
+def test_cato_plus_takes_a_free_slot_without_walking_any_schedule():
+    def no_walk(i, deadline):
+        raise AssertionError("a free slot needs no schedule")
+
+    views = [ReplicaView("full", running=2, max_in_flight=2, running_left_s=1.0),
+             ReplicaView("free", running=1, max_in_flight=2, running_left_s=0.5)]
+    base = snap(*views)
+    pool = PoolSnapshot.build(base.ids, base.ready, base.running, base.max_in_flight,
+                              base.running_left_s, base.queued, base.queued_s, online(),
+                              schedule=no_walk)
+    d = make_router("cato_plus", online()).decide(req(1.0, to_first_token=True), pool, NOW)
+    assert (d.replica_id, d.priority, d.expected_wait_s) == ("free", PRIORITY_ON_TIME, 0.0)
