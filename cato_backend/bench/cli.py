@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_load(sub, _common)
 
+    from .side_by_side import add_parser as add_side_by_side  # CATO vs real Ray Serve
+
+    add_side_by_side(sub, _common)
+
     from ..sim.cli import add_parser as add_simulate  # the discrete-event simulator
 
     add_simulate(sub, _common)
@@ -159,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from .load import main_from_args as load_main
 
         return load_main(args)
+    elif args.cmd == "side-by-side":
+        from .side_by_side import main_from_args as side_by_side_main
+
+        return side_by_side_main(args)
     elif args.cmd == "simulate":
         from ..sim.cli import main_from_args as simulate_main
 
