@@ -44,18 +44,26 @@ class Metrics:
         self.outcomes: _Counter[tuple[str, str]] = _Counter()
         self.tenant_outcomes: _Counter[tuple[str, str]] = _Counter()  # (tenant, outcome)
         self.tenant_in_flight: Callable[[], Mapping[str, int]] = dict  # set by the server
+        self._children: dict[tuple, object] = {}  # (metric, label values) -> child
         self.registry.register(_PoolCollector(pools, self, clock))
 
     def record(self, kind: str, outcome: str, ttft_s: float | None = None,
                e2e_s: float | None = None, tenant: str = "anonymous") -> None:
-        self.tasks.labels(kind, outcome).inc()
+        self._child(self.tasks, kind, outcome).inc()
         self.outcomes[(kind, outcome)] += 1
-        self.tenant_tasks.labels(tenant, kind, outcome).inc()
+        self._child(self.tenant_tasks, tenant, kind, outcome).inc()
         self.tenant_outcomes[(tenant, outcome)] += 1
         if ttft_s is not None:
-            self.ttft.labels(kind).observe(ttft_s)
+            self._child(self.ttft, kind).observe(ttft_s)
         if e2e_s is not None:
-            self.e2e.labels(kind).observe(e2e_s)
+            self._child(self.e2e, kind).observe(e2e_s)
+
+    def _child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, kept: `.labels()` checks and locks on every call."""
+        key = (metric, labels)
+        if (child := self._children.get(key)) is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def reject(self, tenant: str, reason: str) -> None:
         self.rejected.labels(tenant, reason).inc()

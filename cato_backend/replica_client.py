@@ -115,39 +115,64 @@ def _error_message(body: bytes) -> str:
 
 
 class _SSEDecoder:
-    """Incremental server-sent-events decoder: bytes in, complete events' data out. Lines
-    may be split across network reads; comments and non-data fields are skipped."""
+    """Incremental server-sent-events decoder: bytes in, complete events' data out (bytes,
+    as orjson takes them). Lines may be split across network reads; comments and non-data
+    fields are skipped."""
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._data: list[str] = []
+        self._data: list[bytes] = []  # data lines of the event being read (general path)
 
-    def feed(self, block: bytes) -> list[str]:
+    def feed(self, block: bytes) -> list[bytes]:
         """Feed the next read; an empty block means EOF (flushes an unterminated event)."""
-        if block:
-            self._buffer += block
-            *lines, self._buffer = self._buffer.split(b"\n")
-        else:
+        if not block:
             lines, self._buffer = [self._buffer, b""], b""
+            return self._lines(lines)
+        buf = self._buffer + block if self._buffer else block
+        if self._data or b"\r" in buf:
+            *lines, self._buffer = buf.split(b"\n")
+            return self._lines(lines)
+        # Fast path, what vLLM and the emulator send: LF line ends and one `data: ` line per
+        # event, so an event is what lies between blank lines; the rest goes line by line.
+        *events, self._buffer = buf.split(b"\n\n")
+        out = []
+        for event in events:
+            if event.startswith(b"data: ") and b"\n" not in event:
+                out.append(event[6:])
+            else:
+                out += self._lines(event.split(b"\n") + [b""])
+        return out
+
+    def _lines(self, lines: list[bytes]) -> list[bytes]:
         events = []
         for raw in lines:
-            line = raw.rstrip(b"\r").decode("utf-8", "replace")
-            if line.startswith("data:"):
-                self._data.append(line[5:].removeprefix(" "))
+            line = raw.rstrip(b"\r")
+            if line.startswith(b"data:"):
+                self._data.append(line[5:].removeprefix(b" "))
             elif not line and self._data:  # a blank line ends the event
-                events.append("\n".join(self._data))
+                events.append(b"\n".join(self._data))
                 self._data = []
         return events
 
 
-def _parse_event(data: str, chat: bool) -> StreamChunk | None:
-    """One SSE event's JSON payload -> a chunk (None for a chunk with nothing in it)."""
+def _loads(data: bytes) -> Any:
     try:
-        obj = orjson.loads(data)
+        return orjson.loads(data)
+    except ValueError:
+        pass
+    text = data.decode("utf-8", "replace")  # bad UTF-8 is replaced, not fatal
+    try:
+        return orjson.loads(text)
     except ValueError as e:
-        raise ReplicaError("protocol", f"malformed JSON in stream: {data[:200]!r}") from e
+        raise ReplicaError("protocol", f"malformed JSON in stream: {text[:200]!r}") from e
+
+
+def _parse_event(data: bytes, chat: bool) -> tuple[str, Any, Any, Any] | None:
+    """One SSE event's JSON payload -> (text, finish_reason, prompt_tokens,
+    completion_tokens); None for a chunk with nothing in it."""
+    obj = _loads(data)
     if not isinstance(obj, dict):
-        raise ReplicaError("protocol", f"stream event is not an object: {data[:200]!r}")
+        raise ReplicaError("protocol", f"stream event is not an object: {_show(data)}")
     if obj.get("object") == "error" or "error" in obj:  # an engine error sent mid-stream
         err = obj.get("error") if isinstance(obj.get("error"), dict) else obj
         code = err.get("code")
@@ -158,9 +183,12 @@ def _parse_event(data: str, chat: bool) -> StreamChunk | None:
         )
     try:
         choices = obj["choices"]
-        usage = obj.get("usage") or {}
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
+        usage = obj.get("usage")
+        if usage:
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+        else:
+            prompt_tokens = completion_tokens = None
         if choices:
             choice = choices[0]
             text = (choice["delta"].get("content") if chat else choice["text"]) or ""
@@ -168,12 +196,81 @@ def _parse_event(data: str, chat: bool) -> StreamChunk | None:
         else:
             text, finish = "", None
     except (KeyError, IndexError, TypeError, AttributeError) as e:
-        raise ReplicaError("protocol", f"unexpected chunk shape: {data[:200]!r}") from e
+        raise ReplicaError("protocol", f"unexpected chunk shape: {_show(data)}") from e
     if not isinstance(text, str):
-        raise ReplicaError("protocol", f"chunk text is not a string: {data[:200]!r}")
+        raise ReplicaError("protocol", f"chunk text is not a string: {_show(data)}")
     if not text and finish is None and prompt_tokens is None and completion_tokens is None:
         return None  # e.g. the role-only first chunk of a chat stream
-    return StreamChunk(text, finish, prompt_tokens, completion_tokens)
+    return text, finish, prompt_tokens, completion_tokens
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)  # several times faster than json.dumps
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits) json may still take
+        return json.dumps(body).encode()
+
+
+def _show(data: bytes) -> str:
+    return repr(data[:200].decode("utf-8", "replace"))
+
+
+def _parse_read(events: list[bytes], chat: bool) -> tuple[StreamChunk | None, bool]:
+    """The events of one network read -> one chunk, as StreamChunk.merge would make of
+    them (None when none carries anything), and whether `[DONE]` came (what follows it is
+    ignored). Built directly: no chunk object per event on the per-token path."""
+    texts: list[str] = []
+    finish = prompt_tokens = completion_tokens = None
+    parsed = 0
+    done = False
+    for data in events:
+        if data.strip() == b"[DONE]":
+            done = True
+            break
+        fields = _parse_event(data, chat)
+        if fields is None:
+            continue
+        parsed += 1
+        text, f, p, c = fields
+        if text:
+            texts.append(text)
+        if f is not None:
+            finish = f
+        if p is not None:
+            prompt_tokens = p
+        if c is not None:
+            completion_tokens = c
+    if not parsed:
+        return None, done
+    pieces = len(texts) if parsed > 1 else 1
+    return StreamChunk("".join(texts), finish, prompt_tokens, completion_tokens, pieces), done
+
+
+class _Stall:
+    """A stream's "no data for idle_s between chunks" bound as one timer for the whole
+    stream, not a timeout context and timer per read: a read only notes when it began to
+    wait, and the timer re-arms itself until a wait has really lasted idle_s; then the read
+    fails with TimeoutError. Only the wait counts, not the time the consumer takes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, content: aiohttp.StreamReader,
+                 idle_s: float) -> None:
+        self.waiting_since: float | None = None
+        self._loop = loop
+        self._content = content
+        self._idle_s = idle_s
+        self._timer = loop.call_later(idle_s, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        since = self.waiting_since
+        if since is not None and now - since >= self._idle_s - 0.001:  # timers may fire early
+            self._content.set_exception(TimeoutError())
+            return
+        self._timer = self._loop.call_at((now if since is None else since) + self._idle_s,
+                                         self._check)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class ReplicaClient:
@@ -196,6 +293,7 @@ class ReplicaClient:
         self._relay_interval_s = relay_interval_s
         self._finishing: set[asyncio.Task] = set()  # streams read to their end after [DONE]
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._post_headers = {**self._headers, "Content-Type": "application/json"}
         # Only the socket connect is bounded by aiohttp; the stream's own deadlines are ours
         # (the session's default 300 s total would cut long streams).
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -226,14 +324,15 @@ class ReplicaClient:
             return ReplicaError(kind, f"{self.base_url}: {message}", status=status, started=started)
 
         resp: aiohttp.ClientResponse | None = None
+        stall: _Stall | None = None  # after the first token
         clean = False  # True once the stream ended properly; then the connection is reusable
         try:
             try:
                 async with asyncio.timeout_at(deadline):
                     resp = await self._session.post(
                         self.base_url + req.path,
-                        json=req.body(),
-                        headers=self._headers,
+                        data=_json_bytes(req.body()),
+                        headers=self._post_headers,
                         timeout=self._stream_timeout,
                     )
                     if resp.status != 200:
@@ -253,9 +352,10 @@ class ReplicaClient:
                         if wait > 0:
                             await asyncio.sleep(wait)
                     try:
-                        if started:
-                            async with asyncio.timeout(self._idle_timeout_s):
-                                block = await resp.content.readany()
+                        if stall is not None:
+                            stall.waiting_since = loop.time()
+                            block = await resp.content.readany()
+                            stall.waiting_since = None
                         else:
                             async with asyncio.timeout_at(deadline):
                                 block = await resp.content.readany()
@@ -263,18 +363,12 @@ class ReplicaClient:
                         limit = self._idle_timeout_s if started else self._first_token_timeout_s
                         what = "between chunks" if started else "before the first token"
                         raise fail("timeout", f"no data for {limit:g}s {what}") from None
-                    batch: list[StreamChunk] = []
-                    for data in events.feed(block):
-                        if data.strip() == "[DONE]":
-                            clean = True
-                            break
-                        chunk = _parse_event(data, chat)
-                        if chunk is not None:
-                            batch.append(chunk)
-                    if batch:
-                        chunk = StreamChunk.merge(batch)
+                    chunk, clean = _parse_read(events.feed(block), chat)
+                    if chunk is not None:
                         finished = finished or chunk.finish_reason is not None
-                        started = started or bool(chunk.text)
+                        if not started and chunk.text:
+                            started = True
+                            stall = _Stall(loop, resp.content, self._idle_timeout_s)
                         last_yield = loop.time()
                         yield chunk
                     if clean:
@@ -302,6 +396,8 @@ class ReplicaClient:
         finally:
             # On abort (aclose, cancellation) or error, close the connection so the engine
             # sees the disconnect; only a cleanly finished stream goes back to the pool.
+            if stall is not None:
+                stall.cancel()
             if resp is not None:
                 if not clean:
                     resp.close()
