@@ -217,3 +217,18 @@ def test_overhead_stops_at_its_time_limit(tmp_path: Path, fast_profile_path: Pat
     data = _load(tmp_path, "overhead")
     assert data["complete"] is False
     assert "Incomplete" in (tmp_path / "overhead.md").read_text()
+
+
+def test_overhead_can_pin_the_backend_apart_from_engine_and_client() -> None:
+    import os
+
+    from cato_backend.bench.overhead import core_split
+
+    assert core_split(None) == (None, None)
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two cores")
+    backend, others = core_split(cores[0])
+    assert backend == {cores[0]} and others == set(cores[1:])
+    with pytest.raises(ValueError, match="needs two or more usable cores"):
+        core_split(max(cores) + 1000)

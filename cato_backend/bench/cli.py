@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="emulated engine configurations, comma-separated: thin (constructed, "
                         "isolates the backend; the targets apply to it) and realistic (the "
                         "--profile; context) (default thin,realistic)")
+    p.add_argument("--backend-core", type=int, default=None,
+                   help="pin the backend alone to this core and the engine and the client to "
+                        "the others, as deployed (default: all share every core)")
     p.add_argument("--think", type=float, default=0.5,
                    help="mean think time before each request at concurrency > 1, as a "
                         "fraction of the engine's unloaded service time; exponential, seeded "
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                              think=args.think, max_tokens=args.max_tokens,
                              max_in_flight=args.max_in_flight, profile=args.profile,
                              timeout_s=args.timeout, seed=args.seed,
+                             backend_core=args.backend_core,
                              progress=not args.no_progress)
         payload = run_overhead(cfg, args.out, args.name)
         print(overhead_markdown(payload))

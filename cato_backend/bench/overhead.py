@@ -113,6 +113,10 @@ class OverheadConfig:
     max_in_flight: int = 64  # backend's per-replica limit: above the concurrency, no queueing
     profile: str | None = None  # realistic engine: None = measured SmolLM2 CPU profile
     timeout_s: float = 600.0  # the whole run
+    # Cores as deployed: the backend alone on this core, the engine and the client on the
+    # others (a backend never shares its host with the engines or the editors). None: all
+    # three share every core.
+    backend_core: int | None = None
     request_timeout_s: float = 60.0
     start_timeout_s: float = 60.0
     bootstrap: int = 2000  # resamples for the difference's confidence interval
@@ -165,14 +169,16 @@ def _proc_cpu_s(pid: int) -> float | None:
 class _Proc:
     """A child process in its own session, logging to a file, stopped by SIGTERM then KILL."""
 
-    def __init__(self, name: str, cmd: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, cmd: list[str], log_path: Path,
+                 cpus: set[int] | None = None) -> None:
         self.name = name
         self.cmd = cmd
         self.log_path = log_path
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
         with open(log_path, "wb") as out:
             self.popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True,
-                                          cwd=REPO_ROOT)
+                                          cwd=REPO_ROOT, preexec_fn=pin)
 
     @property
     def pid(self) -> int:
@@ -448,15 +454,18 @@ async def _measure(cfg: OverheadConfig, engine: str, profile_path: Path, profile
                                                        cfg.max_in_flight)))
     py = sys.executable
     procs: dict[str, _Proc] = {}
+    backend_cpus, others = core_split(cfg.backend_core)
+    info["cores"] = {"backend": sorted(backend_cpus) if backend_cpus else "all",
+                     "engine_and_client": sorted(others) if others else "all"}
     try:
         procs["engine"] = _Proc(f"emulated engine ({engine})", [
             py, "-m", "cato_backend.cli", "emulate", "--host", "127.0.0.1",
             "--port", str(engine_port), "--profile", str(profile_path), "--model", MODEL_NAME,
-        ], tmp / f"engine-{engine}.log")
+        ], tmp / f"engine-{engine}.log", cpus=others)
         procs["backend"] = _Proc(f"backend ({engine})", [
             py, "-m", "cato_backend.cli", "serve", "--config", str(cfg_path),
             "--port", str(backend_port),
-        ], tmp / f"backend-{engine}.log")
+        ], tmp / f"backend-{engine}.log", cpus=backend_cpus)
         info["commands"] = {k: p.cmd for k, p in procs.items()}
         info["backend_config"] = yaml.safe_load(cfg_path.read_text())
         info["pids"] = {k: p.pid for k, p in procs.items()}
@@ -524,10 +533,25 @@ def _engine_profile(name: str, cfg: OverheadConfig, tmp: Path) -> tuple[Path, An
     return path, prof, profile_record(path, prof, source)
 
 
+def core_split(backend_core: int | None) -> tuple[set[int] | None, set[int] | None]:
+    """(the backend's cores, the engine's and the client's) for `backend_core`; (None,
+    None) when it is None: everything shares every core."""
+    if backend_core is None:
+        return None, None
+    cores = os.sched_getaffinity(0)
+    if backend_core not in cores or len(cores) < 2:
+        raise ValueError(f"--backend-core {backend_core}: needs two or more usable cores "
+                         f"including it (usable: {sorted(cores)})")
+    return {backend_core}, cores - {backend_core}
+
+
 def run_overhead(cfg: OverheadConfig, out: str | Path, name: str = "overhead") -> dict[str, Any]:
     unknown = [e for e in cfg.engines if e not in ENGINES]
     if unknown or not cfg.engines:
         raise ValueError(f"engines must be among {ENGINES}, got {cfg.engines}")
+    _, client_cpus = core_split(cfg.backend_core)
+    if client_cpus is not None:  # this process is the client
+        os.sched_setaffinity(0, client_cpus)
     per_level = {e: requests_per_level(cfg, e) for e in cfg.engines}
     env = environment()
     t0 = time.monotonic()
@@ -700,7 +724,10 @@ def overhead_markdown(p: dict[str, Any]) -> str:
         "",
         f"Reference: {RAY_SERVE_CLAIM}.",
         "",
-        "Client, backend and engine all run on this machine and share its cores. "
+        (f"Cores: the backend alone on core {cfg['backend_core']}, the engine and the client "
+         "on the others, as deployed (a backend never shares its host with the engines or "
+         "the editors). " if cfg.get("backend_core") is not None else
+         "Client, backend and engine all run on this machine and share its cores. ")
         + environment_note(env, p["elapsed_s"]),
     ]
     return "\n".join(lines)
