@@ -445,7 +445,8 @@ def unloaded_service_s(profile: Any, cfg: OverheadConfig) -> float:
 
 async def _measure(cfg: OverheadConfig, engine: str, profile_path: Path, profile: Any,
                    tmp: Path, info: dict[str, Any], results: list[dict[str, Any]],
-                   bar: Any) -> None:
+                   bar: Any, cores: tuple[set[int] | None, set[int] | None] = (None, None),
+                   ) -> None:
     engine_port, backend_port = free_port(), free_port()
     engine_url = f"http://127.0.0.1:{engine_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
@@ -454,7 +455,7 @@ async def _measure(cfg: OverheadConfig, engine: str, profile_path: Path, profile
                                                        cfg.max_in_flight)))
     py = sys.executable
     procs: dict[str, _Proc] = {}
-    backend_cpus, others = core_split(cfg.backend_core)
+    backend_cpus, others = cores
     info["cores"] = {"backend": sorted(backend_cpus) if backend_cpus else "all",
                      "engine_and_client": sorted(others) if others else "all"}
     try:
@@ -549,9 +550,9 @@ def run_overhead(cfg: OverheadConfig, out: str | Path, name: str = "overhead") -
     unknown = [e for e in cfg.engines if e not in ENGINES]
     if unknown or not cfg.engines:
         raise ValueError(f"engines must be among {ENGINES}, got {cfg.engines}")
-    _, client_cpus = core_split(cfg.backend_core)
-    if client_cpus is not None:  # this process is the client
-        os.sched_setaffinity(0, client_cpus)
+    cores = core_split(cfg.backend_core)
+    if cores[1] is not None:  # this process is the client
+        os.sched_setaffinity(0, cores[1])
     per_level = {e: requests_per_level(cfg, e) for e in cfg.engines}
     env = environment()
     t0 = time.monotonic()
@@ -579,7 +580,7 @@ def run_overhead(cfg: OverheadConfig, out: str | Path, name: str = "overhead") -
 
         async def run_all() -> None:
             for e, path, prof in plans:
-                await _measure(cfg, e, path, prof, tmp, engines[e], results, bar)
+                await _measure(cfg, e, path, prof, tmp, engines[e], results, bar, cores)
 
         try:
             asyncio.run(asyncio.wait_for(run_all(), cfg.timeout_s))
